@@ -1,0 +1,172 @@
+"""The one contract every invertible layer follows, composition, and input checks.
+
+A :class:`Flow` maps data to latent in ``forward`` and latent to data in ``inverse``. Both return
+``(output, logdet)`` where ``logdet`` has shape ``[B]`` and is the log-absolute-determinant of the
+Jacobian of *that* direction, so ``forward(x)[1] == -inverse(forward(x)[0])[1]``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "Flow",
+    "Sequential",
+    "Inverse",
+    "check_input",
+    "check_cond",
+    "zeros_logdet",
+    "initialize_data_dependent",
+]
+
+
+class Flow(nn.Module):
+    """Invertible map, data -> latent. Both directions return ``(output, logdet)``, logdet of shape [B].
+
+    Subclasses implement :meth:`forward` and :meth:`inverse`. ``cond`` is the conditioning feature
+    map for this layer, already at the layer's resolution; unconditional layers ignore it.
+    """
+
+    def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:  # noqa: D401
+        raise NotImplementedError
+
+    def inverse(self, z: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+
+class Sequential(Flow):
+    """Composition ``f_n o ... o f_1``; log-dets add. ``inverse`` runs the layers in reverse."""
+
+    def __init__(self, *flows: Flow) -> None:
+        super().__init__()
+        if len(flows) == 1 and isinstance(flows[0], (list, tuple)):
+            flows = tuple(flows[0])
+        for i, f in enumerate(flows):
+            if not isinstance(f, Flow):
+                raise TypeError(f"Sequential: item {i} must be a Flow, got {type(f).__name__}")
+        self.flows = nn.ModuleList(flows)
+
+    def __len__(self) -> int:
+        return len(self.flows)
+
+    def __iter__(self) -> Iterator[Flow]:
+        return iter(self.flows)
+
+    def __getitem__(self, i: int) -> Flow:
+        return self.flows[i]
+
+    def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        logdet = zeros_logdet(x)
+        for f in self.flows:
+            x, ld = f(x, cond)
+            logdet = logdet + ld
+        return x, logdet
+
+    def inverse(self, z: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        logdet = zeros_logdet(z)
+        for f in reversed(self.flows):
+            z, ld = f.inverse(z, cond)
+            logdet = logdet + ld
+        return z, logdet
+
+
+class Inverse(Flow):
+    """Swaps the directions of a flow (``forward`` runs ``flow.inverse``)."""
+
+    def __init__(self, flow: Flow) -> None:
+        super().__init__()
+        self.flow = flow
+
+    def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self.flow.inverse(x, cond)
+
+    def inverse(self, z: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self.flow(z, cond)
+
+
+def zeros_logdet(x: Tensor) -> Tensor:
+    """A ``[B]`` zero log-det matching ``x``'s batch, dtype and device."""
+    return x.new_zeros(x.shape[0])
+
+
+def _layer_name(layer: nn.Module | str) -> str:
+    return layer if isinstance(layer, str) else type(layer).__name__
+
+
+def check_input(
+    layer: nn.Module | str,
+    x: Tensor,
+    channels: int | None = None,
+    *,
+    divisible_by: int | tuple[int, int] | None = None,
+    what: str = "input",
+) -> None:
+    """Raise ``ValueError`` unless ``x`` is a 4D ``[B, C, H, W]`` tensor with the expected channels.
+
+    ``divisible_by`` asks H and W to be multiples of a number (or of ``(dh, dw)``).
+    """
+    name = _layer_name(layer)
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name}: {what} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 4:
+        raise ValueError(
+            f"{name}: expected a 4D {what} [B, C, H, W], got shape {tuple(x.shape)} ({x.dim()}D)"
+        )
+    if channels is not None and x.shape[1] != channels:
+        raise ValueError(
+            f"{name}: built for {channels} channels, expected {what} [B, {channels}, H, W], "
+            f"got shape {tuple(x.shape)}"
+        )
+    if divisible_by is not None:
+        dh, dw = (divisible_by, divisible_by) if isinstance(divisible_by, int) else divisible_by
+        h, w = x.shape[2], x.shape[3]
+        if h % dh or w % dw:
+            raise ValueError(
+                f"{name}: {what} height and width must be divisible by ({dh}, {dw}), "
+                f"got H={h}, W={w} (shape {tuple(x.shape)})"
+            )
+
+
+def check_cond(
+    layer: nn.Module | str, cond: Tensor | None, x: Tensor, channels: int
+) -> Tensor:
+    """Validate a conditioning map: 4D, ``channels`` channels, same batch and H, W as ``x``."""
+    name = _layer_name(layer)
+    if cond is None:
+        raise ValueError(
+            f"{name}: this layer is conditional and needs cond [B, {channels}, H, W], got None"
+        )
+    if not isinstance(cond, Tensor) or cond.dim() != 4:
+        shape = tuple(cond.shape) if isinstance(cond, Tensor) else type(cond).__name__
+        raise ValueError(f"{name}: expected a 4D cond [B, {channels}, H, W], got {shape}")
+    expected = (x.shape[0], channels, x.shape[2], x.shape[3])
+    if tuple(cond.shape) != expected:
+        raise ValueError(
+            f"{name}: expected cond of shape {expected} (batch and size of the input), "
+            f"got {tuple(cond.shape)}"
+        )
+    return cond
+
+
+def initialize_data_dependent(
+    module: nn.Module, run: Callable[..., object], *args, **kwargs
+) -> None:
+    """Data-dependent initialisation of every ActNorm-like submodule in one pass.
+
+    Every submodule that has ``_init_pending`` (ActNorm and friends) is armed; ``run(*args)`` is then
+    called once under ``no_grad``: each armed module initialises itself from the activation it sees
+    and disarms. Call it once, before wrapping the model in DistributedDataParallel.
+    """
+    armed = [m for m in module.modules() if hasattr(m, "_init_pending")]
+    for m in armed:
+        m._init_pending = True
+    try:
+        with torch.no_grad():
+            run(*args, **kwargs)
+    finally:
+        for m in armed:
+            m._init_pending = False
+

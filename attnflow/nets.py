@@ -1,0 +1,174 @@
+"""Plain (non-invertible) networks that parametrise flow layers: conditioners, not flows."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .layers.norm import ActNormNet
+
+__all__ = ["ZeroConv2d", "GlowNet", "FlowPPNet", "bounded_scale", "concat_elu"]
+
+
+def bounded_scale(raw: Tensor, eps: float = 1e-4) -> Tensor:
+    """``sigmoid(raw + 2) + eps``: a positive scale in ``(eps, 1 + eps)``, about 0.88 at ``raw = 0``.
+
+    Used by every affine layer instead of a raw ``exp`` so that one large activation cannot blow the
+    output (or the log-det) up.
+    """
+    return torch.sigmoid(raw + 2.0) + eps
+
+
+class ZeroConv2d(nn.Module):
+    """Zero-initialised convolution with a learned output scale ``exp(3 * logs)`` (Glow's Conv2dZeros).
+
+    The layer it ends starts as the identity map; the ``3 *`` speeds learning of the scale.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
+        nn.init.zeros_(self.conv.weight)
+        nn.init.zeros_(self.conv.bias)
+        self.logs = nn.Parameter(torch.zeros(1, out_channels, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(x) * torch.exp(3.0 * self.logs)
+
+
+class GlowNet(nn.Module):
+    """Glow's coupling network: conv3x3 -> actnorm -> ReLU -> conv1x1 -> actnorm -> ReLU -> ZeroConv.
+
+    Its output is zero at initialisation, so an affine layer built on it starts near the identity.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, hidden: int = 512) -> None:
+        super().__init__()
+        self.conv_in = nn.Conv2d(in_channels, hidden, 3, padding=1, bias=False)
+        self.norm_in = ActNormNet(hidden)
+        self.conv_mid = nn.Conv2d(hidden, hidden, 1, bias=False)
+        self.norm_mid = ActNormNet(hidden)
+        self.conv_out = ZeroConv2d(hidden, out_channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = F.relu(self.norm_in(self.conv_in(x)))
+        h = F.relu(self.norm_mid(self.conv_mid(h)))
+        return self.conv_out(h)
+
+
+def _wn_conv(in_channels: int, out_channels: int, kernel_size: int, bias: bool = True) -> nn.Module:
+    conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=bias)
+    return nn.utils.parametrizations.weight_norm(conv)
+
+
+def concat_elu(x: Tensor) -> Tensor:
+    """``[elu(x), elu(-x)]`` along channels (PixelCNN++ / Flow++ non-linearity)."""
+    return F.elu(torch.cat([x, -x], dim=1))
+
+
+class _ChannelLayerNorm(nn.LayerNorm):
+    """LayerNorm over the channels of a ``[B, C, H, W]`` map (per position)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class _GatedConv(nn.Module):
+    """Flow++ gated residual convolution: concat-ELU, conv3x3, concat-ELU, dropout, conv1x1, GLU."""
+
+    def __init__(self, channels: int, dropout: float) -> None:
+        super().__init__()
+        self.conv = _wn_conv(2 * channels, channels, 3)
+        self.drop = nn.Dropout(dropout)
+        self.gate = _wn_conv(2 * channels, 2 * channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.drop(concat_elu(self.conv(concat_elu(x))))
+        a, b = self.gate(h).chunk(2, dim=1)
+        return x + a * torch.sigmoid(b)
+
+
+def _position_encoding(length: int, channels: int, dtype: torch.dtype, device) -> Tensor:
+    """Sinusoidal encoding ``[length, channels]`` of the flattened positions (Transformer style)."""
+    pos = torch.arange(length, dtype=torch.float64, device=device).unsqueeze(1)
+    half = max(channels // 2, 1)
+    freq = torch.exp(-math.log(10_000.0) * torch.arange(half, dtype=torch.float64, device=device) / half)
+    angles = pos * freq
+    enc = torch.cat([angles.sin(), angles.cos()], dim=1)[:, :channels]
+    if enc.shape[1] < channels:
+        enc = F.pad(enc, (0, channels - enc.shape[1]))
+    return enc.to(dtype)
+
+
+class _GatedAttention(nn.Module):
+    """Flow++ gated multi-head self-attention over all positions, with a sinusoidal position code."""
+
+    def __init__(self, channels: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        if channels % heads:
+            raise ValueError(f"FlowPPNet: hidden width {channels} must be divisible by heads={heads}")
+        self.heads = heads
+        self.dropout = dropout
+        self.in_proj = _wn_conv(channels, 3 * channels, 1, bias=False)
+        self.gate = _wn_conv(channels, 2 * channels, 1)
+        self._pos: dict[tuple, Tensor] = {}
+
+    def _pos_enc(self, x: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        key = (h * w, c, x.dtype, x.device)
+        enc = self._pos.get(key)
+        if enc is None:
+            enc = _position_encoding(h * w, c, x.dtype, x.device).t().reshape(1, c, h, w)
+            self._pos[key] = enc
+        return enc
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        qkv = self.in_proj(x + self._pos_enc(x))
+        # [B, 3, heads, HW, c/heads]
+        qkv = qkv.view(b, 3, self.heads, c // self.heads, h * w).transpose(-1, -2)
+        out = F.scaled_dot_product_attention(
+            qkv[:, 0], qkv[:, 1], qkv[:, 2], dropout_p=self.dropout if self.training else 0.0
+        )
+        out = out.transpose(-1, -2).reshape(b, c, h, w)
+        a, g = self.gate(out).chunk(2, dim=1)
+        return x + a * torch.sigmoid(g)
+
+
+class FlowPPNet(nn.Module):
+    """The Flow++ / mARFlow coupling network.
+
+    Weight-normed conv3x3 in; ``blocks`` x [gated residual conv (concat-ELU, dropout, GLU), layer
+    norm, gated multi-head self-attention with position encoding, layer norm]; weight-normed conv3x3
+    out. The output conv starts at zero so the coupling starts close to a fixed map.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        hidden: int = 96,
+        blocks: int = 10,
+        heads: int = 4,
+        dropout: float = 0.2,
+        attention: bool = True,
+    ) -> None:
+        super().__init__()
+        self.conv_in = _wn_conv(in_channels, hidden, 3)
+        layers: list[nn.Module] = []
+        for _ in range(blocks):
+            layers += [_GatedConv(hidden, dropout), _ChannelLayerNorm(hidden)]
+            if attention:
+                layers += [_GatedAttention(hidden, heads, dropout), _ChannelLayerNorm(hidden)]
+        self.blocks = nn.Sequential(*layers)
+        self.conv_out = _wn_conv(hidden, out_channels, 3)
+        with torch.no_grad():  # start at zero output: weight-norm gain g = 0
+            self.conv_out.parametrizations.weight.original0.zero_()
+            self.conv_out.bias.zero_()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv_out(self.blocks(self.conv_in(x)))
