@@ -1,0 +1,352 @@
+"""Label-to-photo pairs: Cityscapes, any paired folders, and a synthetic stand-in.
+
+**Cityscapes cannot be redistributed**: it must be downloaded by each user after registering at
+https://www.cityscapes-dataset.com (``leftImg8bit_trainvaltest.zip`` and ``gtFine_trainvaltest.zip``).
+Nothing here downloads it. :class:`SyntheticPairs` / :func:`write_synthetic_pairs` generate a
+small *synthetic* label-map/photo data set for tests and demos only; results on it say nothing
+about Cityscapes.
+
+:class:`CityscapesPairs` reads the official layout::
+
+    root/leftImg8bit/{split}/{city}/{city}_{seq}_{frame}_leftImg8bit.png      (photo)
+    root/gtFine/{split}/{city}/{city}_{seq}_{frame}_gtFine_color.png          (label_mode="color")
+    root/gtFine/{split}/{city}/{city}_{seq}_{frame}_gtFine_labelIds.png       (label_mode="onehot")
+
+Photos are resized with Pillow bicubic (antialiased) to ``size x size`` (Full-Glow uses 256x256,
+which changes the 2:1 aspect ratio), labels with nearest neighbour. Items are
+``(photo uint8 [3, S, S], labels)`` with labels ``uint8 [3, S, S]`` (the colour image, alpha
+dropped) or, for ``"onehot"``, ``float32 [34, S, S]``: label ids 0..33 one-hot; **any other id
+(e.g. 255, or -1 "license plate" stored as 255) gives an all-zero vector**, so "no label" stays
+distinct from id 0 ("unlabeled"). A photo without its label file, or a label file without its
+photo, is a :class:`DataError` naming the file.
+
+:class:`PairedFolders` reads ``root/A/*`` (label images) and ``root/B/*`` (photos) paired by file
+stem (the path relative to ``A`` / ``B`` without extension), e.g. ``A/0001.png`` <-> ``B/0001.jpg``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from .common import (
+    IMAGE_EXTENSIONS,
+    DataError,
+    as_size,
+    load_image,
+    resize_image,
+    to_tensor,
+)
+
+__all__ = [
+    "CityscapesPairs",
+    "PairedFolders",
+    "SyntheticPairs",
+    "write_synthetic_pairs",
+    "labels_to_onehot",
+    "CITYSCAPES_NUM_IDS",
+    "SYNTHETIC_PALETTE",
+]
+
+CITYSCAPES_NUM_IDS = 34
+CITYSCAPES_SPLITS = ("train", "val", "test")
+_LABEL_SUFFIX = {"color": "_gtFine_color.png", "onehot": "_gtFine_labelIds.png"}
+_PHOTO_SUFFIX = "_leftImg8bit.png"
+
+
+def labels_to_onehot(ids: Tensor, num_classes: int) -> Tensor:
+    """Integer label map ``[H, W]`` -> ``float32 [num_classes, H, W]``; ids outside
+    ``0..num_classes-1`` give all-zero vectors."""
+    ids = ids.long()
+    valid = (ids >= 0) & (ids < num_classes)
+    out = torch.zeros(num_classes, *ids.shape, dtype=torch.float32)
+    out.scatter_(0, ids.clamp(0, num_classes - 1).unsqueeze(0), valid.unsqueeze(0).float())
+    return out
+
+
+def _load_label_ids(path: Path) -> Image.Image:
+    if not path.is_file():
+        raise DataError(f"label file {path}: not found")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            img = img.copy()
+    except (OSError, ValueError, SyntaxError) as err:
+        raise DataError(f"label file {path}: cannot be read as an image ({err})") from err
+    if img.mode not in ("L", "P", "I", "I;16"):
+        raise DataError(
+            f"label file {path}: expected a single-channel label-id PNG (mode L), got mode {img.mode}"
+        )
+    return img
+
+
+def _flip_pair(a: Tensor, b: Tensor, flip: bool) -> tuple[Tensor, Tensor]:
+    if flip and torch.rand(()) < 0.5:
+        return a.flip(-1).contiguous(), b.flip(-1).contiguous()
+    return a, b
+
+
+class CityscapesPairs(Dataset):
+    """Cityscapes ``(photo, labels)`` pairs from the official folders (see module docstring)."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str = "train",
+        size: int | tuple[int, int] = 256,
+        label_mode: str = "color",
+        flip: bool = False,
+    ):
+        if split not in CITYSCAPES_SPLITS:
+            raise ValueError(f"Cityscapes: unknown split {split!r}; valid splits: {', '.join(CITYSCAPES_SPLITS)}")
+        if label_mode not in _LABEL_SUFFIX:
+            raise ValueError(f"Cityscapes: label_mode must be 'color' or 'onehot', got {label_mode!r}")
+        self.root = Path(root)
+        self.size = as_size(size, "size")
+        photo_dir = self.root / "leftImg8bit" / split
+        label_dir = self.root / "gtFine" / split
+        for d, what in ((photo_dir, "photos (leftImg8bit)"), (label_dir, "labels (gtFine)")):
+            if not d.is_dir():
+                raise DataError(f"Cityscapes folder {d}: not found (expected the {what} of split {split!r})")
+        suffix = _LABEL_SUFFIX[label_mode]
+        photos = {
+            p.relative_to(photo_dir).as_posix()[: -len(_PHOTO_SUFFIX)]: p
+            for p in photo_dir.glob(f"*/*{_PHOTO_SUFFIX}")
+        }
+        labels = {
+            p.relative_to(label_dir).as_posix()[: -len(suffix)]: p
+            for p in label_dir.glob(f"*/*{suffix}")
+        }
+        if not photos:
+            raise DataError(f"Cityscapes folder {photo_dir}: no */*{_PHOTO_SUFFIX} photos found")
+        for key in sorted(photos):
+            if key not in labels:
+                raise DataError(
+                    f"Cityscapes photo {photos[key]}: label file {label_dir / (key + suffix)} not found"
+                )
+        for key in sorted(labels):
+            if key not in photos:
+                raise DataError(
+                    f"Cityscapes label file {labels[key]}: photo {photo_dir / (key + _PHOTO_SUFFIX)} not found"
+                )
+        self.pairs = [(photos[k], labels[k]) for k in sorted(photos)]
+        self.split = split
+        self.label_mode = label_mode
+        self.flip = bool(flip)
+        self.channels = 3
+        self.image_size = self.size
+        self.cond_channels = 3 if label_mode == "color" else CITYSCAPES_NUM_IDS
+        self.cond_size = self.size
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        photo_path, label_path = self.pairs[i]
+        photo = to_tensor(np.asarray(resize_image(load_image(photo_path, "RGB"), self.size, "bicubic")))
+        if self.label_mode == "color":
+            lab = to_tensor(np.asarray(resize_image(load_image(label_path, "RGB"), self.size, "nearest")))
+        else:
+            ids = np.asarray(resize_image(_load_label_ids(label_path), self.size, "nearest")).astype(np.int64)
+            lab = labels_to_onehot(torch.from_numpy(ids), CITYSCAPES_NUM_IDS)
+        return _flip_pair(photo, lab, self.flip)
+
+
+def _stem_index(folder: Path) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS:
+            key = p.relative_to(folder).with_suffix("").as_posix()
+            if key in out:
+                raise DataError(f"paired folder {folder}: two files with the stem {key!r}: {out[key]} and {p}")
+            out[key] = p
+    return out
+
+
+class PairedFolders(Dataset):
+    """``(photo uint8 [3, S, S], label uint8 [3, S, S])`` from ``root/B`` photos and ``root/A``
+    label images paired by file stem. Photos: Pillow bicubic; labels: nearest neighbour."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        size: int | tuple[int, int] = 256,
+        flip: bool = False,
+    ):
+        self.root = Path(root)
+        self.size = as_size(size, "size")
+        a_dir, b_dir = self.root / "A", self.root / "B"
+        for d, what in ((a_dir, "label images"), (b_dir, "photos")):
+            if not d.is_dir():
+                raise DataError(f"paired folder {d}: not found (expected {what} in root/A and root/B)")
+        labels, photos = _stem_index(a_dir), _stem_index(b_dir)
+        if not photos and not labels:
+            raise DataError(f"paired folders {a_dir} and {b_dir}: no images found")
+        for key in sorted(photos):
+            if key not in labels:
+                raise DataError(f"paired photo {photos[key]}: no label image {a_dir / key}.* found")
+        for key in sorted(labels):
+            if key not in photos:
+                raise DataError(f"paired label image {labels[key]}: no photo {b_dir / key}.* found")
+        self.pairs = [(photos[k], labels[k]) for k in sorted(photos)]
+        self.flip = bool(flip)
+        self.channels = 3
+        self.image_size = self.size
+        self.cond_channels = 3
+        self.cond_size = self.size
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        photo_path, label_path = self.pairs[i]
+        photo = to_tensor(np.asarray(resize_image(load_image(photo_path, "RGB"), self.size, "bicubic")))
+        lab = to_tensor(np.asarray(resize_image(load_image(label_path, "RGB"), self.size, "nearest")))
+        return _flip_pair(photo, lab, self.flip)
+
+
+# ----------------------------------------------------------------------------------- synthetic
+# Label colours (class 0 = background first); Cityscapes-like, all distinct.
+SYNTHETIC_PALETTE = np.array(
+    [
+        (0, 0, 0), (128, 64, 128), (70, 70, 70), (107, 142, 35), (70, 130, 180),
+        (220, 20, 60), (0, 0, 142), (250, 170, 30), (244, 35, 232), (152, 251, 152),
+        (190, 153, 153), (153, 153, 153), (220, 220, 0), (255, 0, 0), (0, 60, 100),
+        (119, 11, 32),
+    ],
+    dtype=np.uint8,
+)
+_SPLIT_STREAM = {"train": 0, "val": 1, "test": 2}
+
+
+@functools.lru_cache(maxsize=1)
+def _photo_style() -> tuple[np.ndarray, np.ndarray]:
+    """Fixed per-class photo base colours and texture amplitudes (independent of any seed)."""
+    rng = np.random.default_rng(20220619)
+    base = rng.uniform(40, 215, size=(len(SYNTHETIC_PALETTE), 3))
+    base[0] = (120, 130, 140)  # background: grey-blue "sky/road"
+    amp = rng.uniform(6, 24, size=len(SYNTHETIC_PALETTE))
+    return base, amp
+
+
+def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
+    """Smooth noise in about [-1, 1]: a random ``cells x cells`` grid upsampled bicubically."""
+    grid = rng.standard_normal((cells, cells)).astype(np.float32)
+    return np.asarray(Image.fromarray(grid).resize((size, size), Image.Resampling.BICUBIC))
+
+
+def synthetic_pair(index: int, size: int = 64, seed: int = 0, classes: int = 8, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """One synthetic ``(photo uint8 HxWx3, label ids int64 HxW)``; deterministic in its arguments."""
+    if split not in _SPLIT_STREAM:
+        raise ValueError(f"synthetic pairs: unknown split {split!r}; valid: train, val, test")
+    rng = np.random.default_rng([int(seed), _SPLIT_STREAM[split], int(index)])
+    s = int(size)
+    ids = np.zeros((s, s), dtype=np.int64)
+    yy, xx = np.mgrid[0:s, 0:s].astype(np.float64) + 0.5
+    for _ in range(int(rng.integers(2, 6))):
+        c = int(rng.integers(1, classes))
+        cy, cx = rng.uniform(0, s, size=2)
+        hy, hx = rng.uniform(s / 10, s / 3, size=2)
+        if rng.random() < 0.5:
+            mask = (np.abs(yy - cy) <= hy) & (np.abs(xx - cx) <= hx)
+        else:
+            mask = ((yy - cy) / hy) ** 2 + ((xx - cx) / hx) ** 2 <= 1.0
+        ids[mask] = c
+    base, amp = _photo_style()
+    texture = _smooth_noise(rng, s, max(2, s // 8))[:, :, None]
+    angle = rng.uniform(0, 2 * np.pi)
+    shading = 1.0 + 0.25 * ((np.cos(angle) * (xx - s / 2) + np.sin(angle) * (yy - s / 2)) / s)
+    photo = base[ids] * shading[:, :, None] + amp[ids][:, :, None] * texture
+    photo += rng.normal(0.0, 3.0, size=photo.shape)
+    return np.clip(np.round(photo), 0, 255).astype(np.uint8), ids
+
+
+def _check_classes(classes: int) -> int:
+    if isinstance(classes, bool) or int(classes) != classes or not 2 <= int(classes) <= len(SYNTHETIC_PALETTE):
+        raise ValueError(f"synthetic pairs: classes must be an integer in 2..{len(SYNTHETIC_PALETTE)}, got {classes!r}")
+    return int(classes)
+
+
+class SyntheticPairs(Dataset):
+    """In-memory synthetic label-map -> photo pairs (tests/demos only; see module docstring).
+
+    Each item ``i`` is generated from ``(seed, split, i)`` alone, so it does not depend on ``n``.
+    Label maps: a background class plus 2-5 random rectangles/ellipses of classes
+    ``1..classes-1``, coloured with :data:`SYNTHETIC_PALETTE`. Photos: a fixed base colour per
+    class, a smooth random texture of class-dependent strength, a random linear shading and a
+    little pixel noise. Items: ``(photo uint8 [3, S, S], label uint8 [3, S, S])`` or, with
+    ``label_mode="onehot"``, ``(photo, float32 [classes, S, S])``.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        size: int = 64,
+        seed: int = 0,
+        classes: int = 8,
+        label_mode: str = "color",
+        split: str = "train",
+        flip: bool = False,
+    ):
+        if isinstance(n, bool) or int(n) != n or int(n) < 1:
+            raise ValueError(f"synthetic pairs: n must be a positive integer, got {n!r}")
+        if label_mode not in ("color", "onehot"):
+            raise ValueError(f"synthetic pairs: label_mode must be 'color' or 'onehot', got {label_mode!r}")
+        if split not in _SPLIT_STREAM:
+            raise ValueError(f"synthetic pairs: unknown split {split!r}; valid: train, val, test")
+        self.n = int(n)
+        self.size = as_size(size, "size")
+        if self.size[0] != self.size[1]:
+            raise ValueError(f"synthetic pairs: size must be square, got {size!r}")
+        self.seed = int(seed)
+        self.classes = _check_classes(classes)
+        self.label_mode = label_mode
+        self.split = split
+        self.flip = bool(flip)
+        self.channels = 3
+        self.image_size = self.size
+        self.cond_channels = 3 if label_mode == "color" else self.classes
+        self.cond_size = self.size
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        if not -self.n <= i < self.n:
+            raise IndexError(f"index {i} out of range for {self.n} synthetic pairs")
+        i = i % self.n
+        photo, ids = synthetic_pair(i, self.size[0], self.seed, self.classes, self.split)
+        if self.label_mode == "color":
+            lab = to_tensor(SYNTHETIC_PALETTE[ids])
+        else:
+            lab = labels_to_onehot(torch.from_numpy(ids), self.classes)
+        return _flip_pair(to_tensor(photo), lab, self.flip)
+
+
+def write_synthetic_pairs(
+    directory: str | os.PathLike,
+    n: int,
+    size: int = 64,
+    seed: int = 0,
+    classes: int = 8,
+    split: str = "train",
+) -> Path:
+    """Write ``n`` synthetic pairs in the :class:`PairedFolders` layout: ``directory/A/00000.png``
+    (colour label map) and ``directory/B/00000.png`` (photo), lossless PNG, so that
+    ``PairedFolders(directory, size)[i] == SyntheticPairs(n, size, seed, classes)[i]``."""
+    directory = Path(directory)
+    classes = _check_classes(classes)
+    (directory / "A").mkdir(parents=True, exist_ok=True)
+    (directory / "B").mkdir(parents=True, exist_ok=True)
+    for i in range(int(n)):
+        photo, ids = synthetic_pair(i, int(size), seed, classes, split)
+        Image.fromarray(SYNTHETIC_PALETTE[ids]).save(directory / "A" / f"{i:05d}.png")
+        Image.fromarray(photo).save(directory / "B" / f"{i:05d}.png")
+    return directory
