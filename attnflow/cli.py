@@ -96,6 +96,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     device = torch.device(args.device or "cpu")
     model, config, state = load_model(args.checkpoint, device)
+    if config["model"]["backbone"] == "srflow":
+        from .sr import evaluate_sr_command
+
+        return evaluate_sr_command(args, model, config, state, device)
     data_cfg = dict(config["data"])
     if args.data:
         data_cfg["name"] = args.data
@@ -194,6 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inception", help="Inception weights for --fid (TorchScript file)")
     p.add_argument("--fid-samples", type=int, default=10_000)
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature for --fid")
+    p.add_argument(
+        "--temperatures", type=float, nargs="+",
+        help="super-resolution: temperatures to average the metrics over (default 0.1 ... 0.9)",
+    )
+    p.add_argument("--alexnet", help="super-resolution: AlexNet weights for LPIPS (torchvision IMAGENET1K_V1)")
+    p.add_argument("--out", help="super-resolution: also write the table (Markdown) and JSON here")
     p.add_argument("--device")
     p.set_defaults(func=cmd_evaluate)
 
@@ -239,10 +249,14 @@ def _extra_commands():
 def main(argv: list[str] | None = None) -> int:
     from .checkpoint import CheckpointError
     from .config import ConfigError
+    from .train import TrainingError
 
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except TrainingError as err:
+        print(f"attnflow {args.command}: training stopped: {err}", file=sys.stderr)
+        return 1
     except (ConfigError, CheckpointError, FileNotFoundError) as err:
         print(f"attnflow {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -105,16 +105,19 @@ def split_batch(batch: Any, device: torch.device) -> tuple[Tensor, Tensor | None
     return batch.to(device).float(), None
 
 
-def model_bpd(model: nn.Module, x: Tensor, cond: Tensor | None) -> Tensor:
-    """Bits/dim of each image, ``[B]``: ``model(x, cond)`` is ``log p`` of the integer image.
+def model_bpd(model: nn.Module, x: Tensor, cond: Tensor | None, *, objective: bool = False) -> Tensor:
+    """Bits/dim of each image, ``[B]``, from ``log_prob(x, cond)`` (the integer image's log-likelihood).
 
-    The model's log-likelihood already includes the dequantisation log-det ``-D ln n_bins``; the
-    unit-scale density that :func:`attnflow.metrics.bits_per_dim` takes is ``log p + D ln n_bins``.
+    With ``objective=True`` it uses ``model(x, cond)`` instead: the training objective, which is
+    ``log_prob`` for most models and, e.g., ``log p(x|c) + lambda log p(c)`` for Full-Glow. It goes
+    through ``forward`` so DistributedDataParallel sees the call. The log-likelihood already
+    includes the dequantisation log-det ``-D ln n_bins``; the unit-scale density that
+    :func:`attnflow.metrics.bits_per_dim` takes is ``log p + D ln n_bins``.
     """
     core = model.module if hasattr(model, "module") else model
     n_bins = core.n_bins
     d = x[0].numel()
-    log_p = model(x, cond)
+    log_p = model(x, cond) if objective else core.log_prob(x, cond)
     return bits_per_dim(log_p + d * math.log(n_bins), d, n_bins)
 
 
@@ -359,6 +362,8 @@ def train(
             cond = _sample_conditions(test_set, int(t["n_samples"]), dev)
             for temp in t["sample_temperatures"]:
                 imgs = model.sample(int(t["n_samples"]) if cond is None else cond.shape[0], cond, float(temp))
+                if hasattr(model, "visualize"):  # e.g. LR | SR pairs for conditional models
+                    imgs = model.visualize(cond, imgs)
                 save_grid(imgs, out / "samples" / f"step_{step:07d}_t{float(temp):.2f}.png")
             model.train()
         _log_jsonl(metrics_path, {"step": step, "split": "test", "bpd": test_bpd, "time": time.time()})
@@ -382,7 +387,7 @@ def train(
     try:
         for batch in loader:
             x, cond = split_batch(batch, dev)
-            bpd = model_bpd(net, x, cond).mean()
+            bpd = model_bpd(net, x, cond, objective=True).mean()
             optimizer.zero_grad(set_to_none=True)
             bpd.backward()
             clip = float(t["grad_clip"] or 0) or math.inf
