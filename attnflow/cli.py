@@ -107,7 +107,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         data_cfg["root"] = args.data_dir
     if args.data and not args.data_dir and args.data != config["data"]["name"]:
         data_cfg["root"] = None
-    dataset = make_dataset(data_cfg, args.split)
+    dataset = make_dataset(data_cfg, args.split, config["model"].get("image_shape"))
     if args.seed is not None:
         torch.manual_seed(args.seed)
     loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False)
@@ -144,7 +144,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(out=args.out, steps=args.steps, device=args.device)
+    return run_demo(out=args.out, steps=args.steps, device=args.device, overrides=args.overrides)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -218,6 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--steps", type=int)
     p.add_argument("--device")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a value of the mnist preset (repeatable)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("bench", help="time training steps and sampling of a preset")

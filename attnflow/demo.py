@@ -7,14 +7,14 @@ from pathlib import Path
 __all__ = ["run_demo"]
 
 
-def run_demo(out: str = "runs/demo", steps: int | None = None, device: str | None = None) -> int:
+def run_demo(
+    out: str = "runs/demo", steps: int | None = None, device: str | None = None, overrides=()
+) -> int:
     """Train the ``mnist`` preset (iMap at pos3) and report test bits/dim and the output files."""
     from .config import apply_overrides, load_preset
     from .train import train
 
-    config = load_preset("mnist")
-    if steps:
-        config = apply_overrides(config, [f"train.steps={steps}"])
+    config = apply_overrides(load_preset("mnist"), [*overrides, *([f"train.steps={steps}"] if steps else [])])
     m, t = config["model"], config["train"]
     print(
         f"attnflow demo: {m['backbone']} L={m['levels']} K={m['steps']} C={m['hidden']} with "

@@ -34,6 +34,7 @@ __all__ = [
     "load_inception",
     "SampleQuality",
     "fid_kid_is",
+    "sample_quality",
 ]
 
 
@@ -749,3 +750,39 @@ def fid_kid_is(
     for batch in _batches(fake, batch_size):
         sq.update(batch, real=False)
     return sq.compute()
+
+
+def sample_quality(
+    model: nn.Module,
+    dataset,
+    *,
+    inception: str | os.PathLike | nn.Module | None,
+    n: int = 10_000,
+    temperature: float = 1.0,
+    device: str | torch.device = "cpu",
+    batch_size: int = 64,
+    kid_subset_size: int = 1000,
+    seed: int = 0,
+) -> dict[str, float]:
+    """FID, KID and Inception Score of ``n`` model samples against the first ``n`` dataset images.
+
+    ``inception`` is a TorchScript file (see :func:`load_inception`) or a feature module; without it
+    a :class:`MissingWeightsError` says what to supply. Unconditional models only.
+    """
+    extractor = inception if isinstance(inception, nn.Module) else load_inception(inception, device)
+    n = min(n, len(dataset))
+    real = torch.stack([dataset[i] if isinstance(dataset[i], Tensor) else dataset[i][0] for i in range(n)])
+    gen = torch.Generator().manual_seed(seed)
+    fakes = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+        for start in range(0, n, batch_size):
+            fakes.append(model.sample(min(batch_size, n - start), temperature=temperature).cpu())
+    fake = torch.cat(fakes)
+    result = fid_kid_is(
+        real, fake, extractor, batch_size=batch_size, device=device,
+        kid_subset_size=min(kid_subset_size, n), seed=seed,
+    )
+    result["fid_samples"] = n
+    result["fid_temperature"] = temperature
+    return result

@@ -17,6 +17,7 @@ import json
 import math
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -53,11 +54,18 @@ class TrainingError(RuntimeError):
 # ------------------------------------------------------------------------------------------------
 
 
-def make_dataset(data_cfg: dict, split: str) -> Dataset:
-    """The dataset a config's ``data`` section names, for ``split`` (train / test / val)."""
+def make_dataset(data_cfg: dict, split: str, image_shape=None) -> Dataset:
+    """The dataset a config's ``data`` section names, for ``split`` (train / test / val).
+
+    For a generic image ``folder``, ``image_shape`` (the model's C, H, W) sets the channels and
+    size unless the config's ``data.options`` does.
+    """
     from .data import get_dataset
 
     options = dict(data_cfg.get("options") or {})
+    if data_cfg["name"] == "folder" and image_shape is not None:
+        options.setdefault("channels", int(image_shape[0]))
+        options.setdefault("image_size", (int(image_shape[1]), int(image_shape[2])))
     for key in ("pad_to", "grey_to_rgb"):
         if data_cfg.get(key):
             options[key] = data_cfg[key]
@@ -286,22 +294,26 @@ def train(
         torch.backends.cudnn.benchmark = True
 
     _seed_all(int(t["seed"]) + rank)
-    train_set = make_dataset(config["data"], "train")
-    test_split = config["data"].get("test_split", "test")
-    test_set = make_dataset(config["data"], test_split)
+    shape = config["model"].get("image_shape")
+    train_set = make_dataset(config["data"], "train", shape)
+    test_set = make_dataset(config["data"], "test", shape)
     total = int(t["steps"])
     start = int(state["step"]) if state else 0
     batches = ResumableBatches(
         len(train_set), int(t["batch_size"]), total, seed=int(t["seed"]), start=start, rank=rank, world=world
     )
-    loader = DataLoader(train_set, batch_sampler=batches, num_workers=int(t["num_workers"]))
-    test_loader = DataLoader(test_set, batch_size=int(t["eval_batch_size"]), shuffle=False)
+    # Own generators: a DataLoader iterator otherwise draws its seed from the global RNG, which
+    # would shift the dequantisation noise of a resumed run.
+    loader = DataLoader(train_set, batch_sampler=batches, num_workers=int(t["num_workers"]),
+                        generator=torch.Generator().manual_seed(int(t["seed"])))
+    test_loader = DataLoader(test_set, batch_size=int(t["eval_batch_size"]), shuffle=False,
+                             generator=torch.Generator())
 
     model = build_model(config).to(dev)
     if state:
         model.load_state_dict(state["model"])
     else:
-        first = next(iter(DataLoader(train_set, batch_sampler=ResumableBatches(
+        first = next(iter(DataLoader(train_set, generator=torch.Generator(), batch_sampler=ResumableBatches(
             len(train_set), int(t["batch_size"]), 1, seed=int(t["seed"]), rank=rank, world=world))))
         x0, c0 = split_batch(first, dev)
         model.initialize(x0, c0)  # data-dependent init, before any DDP wrap
@@ -411,7 +423,9 @@ def train(
                         f"(at step {step + 1}); stopping. The last good checkpoint is {last_path}. "
                         f"Try a lower train.lr or a smaller train.grad_clip."
                     )
-            scheduler.step()
+            with warnings.catch_warnings():  # a skipped step still advances the schedule
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+                scheduler.step()
             step += 1
             if is_main:
                 if bar:

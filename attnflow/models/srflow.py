@@ -1,0 +1,548 @@
+"""SRFlow-style conditional flow for super-resolution, with the paper's invertible attention.
+
+The model (Lugmayr et al., ECCV 2020; andreas128/SRFlow) is a multi-scale flow over the HR image
+``x`` conditioned on the LR image ``y``:
+
+* **Encoder** (:class:`RRDBEncoder`): an RRDB network (ESRGAN) on ``y / 255``. The outputs of
+  selected RRDB blocks (``taps``, 0-based; ``1, 3, 5, 7`` by default, as SRFlow's ``stackRRDB``)
+  and the trunk features are stacked into one map per flow level (``features * (1 + len(taps))``
+  channels, 320 by default). Level ``l`` (1-based) works at ``HR / 2^l = LR * 2^e`` with
+  ``e = log2(scale) - l``. The trunk part is SRFlow's: for ``e > 0`` the learned upsampling chain
+  (nearest x2 -> conv3x3, LeakyReLU between steps; ``fea_up2``, ``fea_up4``, ...), for ``e = 0``
+  the LR features (``last_lr_fea``), for ``e < 0`` the LR features average-pooled by ``2^-e``
+  (SRFlow's ``fea_up0``: bilinear x1/2, which for a factor of 2 is exactly a 2x2 average). The
+  block outputs are resized to the level with nearest upsampling (exact replication, as SRFlow) or
+  average pooling when the level is coarser than the LR image (SRFlow subsamples there; averaging
+  does not alias).
+* **Levels** ``l = 1..L``: squeeze (2x2 space-to-depth) -> ``unconditional_steps`` x (actnorm, 1x1
+  conv) -> ``K`` conditional steps (actnorm -> 1x1 conv -> :class:`~attnflow.layers.AffineInjector`
+  -> :class:`~attnflow.layers.ConditionalAffineCoupling`, network width ``hidden``) -> a split
+  whose diagonal Gaussian prior sees the kept half ``z1`` *and* the LR features (SRFlow's
+  ``Split2d`` takes ``z1`` only; the LR features make the prior conditional, as the issue asks).
+  As in SRFlow, only levels ``l < L - 1`` split, so the paper's 1/1 and 2/8 variants have no split;
+  ``split=False`` removes every split.
+* **Top latent**: ``N(0, I)`` like SRFlow (``top_prior="standard"``), or a diagonal Gaussian whose
+  mean and log-std come from the last level's LR features (``top_prior="conditional"``).
+* **Attention**: iMap / iTrans inserted into every conditional step at ``pos1``..``pos4`` (see
+  :mod:`attnflow.models.steps`), with alternating mask parity.
+
+``L`` counts levels from the HR image down: SRFlow's full model uses ``L = log2(scale) + 1`` (4 for
+8x, 3 for 4x), its last level one octave below the LR image. ``scale`` must be a power of two; the
+LR height and width must be multiples of :attr:`SRFlow.lr_multiple` (1 unless a level is coarser
+than the LR image or an iTrans patch grid needs more). No image size is fixed: any LR size that
+divides works, and the HR size is always ``LR * scale``.
+
+Likelihood: ``log_prob(hr, lr)`` is ``log p(hr | lr)`` of the integer HR image under uniform
+dequantisation (true conditional bits/dim, unlike SRFlow's bits per pixel without noise).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import ConfigError
+from ..core import Flow, Sequential
+from ..layers import (
+    ActNorm,
+    AffineInjector,
+    ConditionalAffineCoupling,
+    InvConv1x1,
+    ITrans,
+    Split,
+    Squeeze,
+)
+from ..layers.dequant import Dequantize, quantize
+from ..priors import DiagonalGaussian, Prior, StandardNormal
+from .build import attention_from_config, register_backbone
+from .multiscale import Level, MultiScaleFlow
+from .steps import AttentionConfig, make_step
+
+__all__ = [
+    "RRDBEncoder",
+    "SRFlow",
+    "build_srflow",
+    "conditional_step",
+    "unconditional_step",
+    "COND_DEFAULTS",
+]
+
+#: Defaults of the free-form ``model.cond`` section for ``backbone: srflow``.
+COND_DEFAULTS: dict = {
+    "features": 64,  # RRDB width (nf)
+    "blocks": 8,  # RRDB blocks (nb)
+    "growth": 32,  # dense-block growth channels (gc)
+    "taps": [1, 3, 5, 7],  # 0-based RRDB blocks whose outputs feed the flow (stackRRDB)
+    "unconditional_steps": 2,  # actnorm + 1x1 conv steps after each squeeze (additionalFlowNoAffine)
+    "split": True,  # split at levels l < L - 1 (SRFlow's rule); False: never split
+    "top_prior": "standard",  # standard (N(0, I), SRFlow) | conditional (Gaussian from LR features)
+    "eps": 1.0e-4,  # lower bound of the affine scales
+}
+
+
+# ------------------------------------------------------------------------------------------------
+# RRDB encoder
+# ------------------------------------------------------------------------------------------------
+
+
+class _DenseBlock(nn.Module):
+    """ESRGAN residual dense block: 5 densely connected conv3x3, LeakyReLU(0.2), residual x 0.2."""
+
+    def __init__(self, features: int, growth: int) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList(
+            nn.Conv2d(features + i * growth, growth if i < 4 else features, 3, padding=1)
+            for i in range(5)
+        )
+        for conv in self.convs:  # ESRGAN's init: Kaiming normal scaled by 0.1, zero bias
+            nn.init.kaiming_normal_(conv.weight, a=0, mode="fan_in")
+            conv.weight.data.mul_(0.1)
+            nn.init.zeros_(conv.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        feats = [x]
+        for conv in self.convs[:4]:
+            feats.append(F.leaky_relu(conv(torch.cat(feats, dim=1)), 0.2))
+        return x + 0.2 * self.convs[4](torch.cat(feats, dim=1))
+
+
+class _RRDB(nn.Module):
+    """Residual-in-residual dense block: three dense blocks, residual scaled by 0.2."""
+
+    def __init__(self, features: int, growth: int) -> None:
+        super().__init__()
+        self.dense = nn.Sequential(*(_DenseBlock(features, growth) for _ in range(3)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + 0.2 * self.dense(x)
+
+
+def _resize_octaves(x: Tensor, octaves: int) -> Tensor:
+    """Scale ``x`` by ``2**octaves``: nearest replication up, average pooling down."""
+    if octaves > 0:
+        return F.interpolate(x, scale_factor=2**octaves, mode="nearest")
+    if octaves < 0:
+        return F.avg_pool2d(x, 2**-octaves)
+    return x
+
+
+class RRDBEncoder(nn.Module):
+    """RRDB encoder of the LR image: one conditioning map per flow level (see the module docstring).
+
+    ``octaves[i]`` is level ``i``'s resolution relative to the LR image as a power of two. Input:
+    the LR image as floats on the ``0..input_range`` scale (uint8 values), ``[B, C, h, w]``.
+    Output: a list of ``[B, out_channels, h * 2^e, w * 2^e]`` maps.
+    """
+
+    def __init__(
+        self,
+        octaves: Sequence[int],
+        *,
+        in_channels: int = 3,
+        features: int = 64,
+        blocks: int = 8,
+        growth: int = 32,
+        taps: Sequence[int] = (1, 3, 5, 7),
+        input_range: float = 255.0,
+    ) -> None:
+        super().__init__()
+        for name, v in (("features", features), ("blocks", blocks), ("growth", growth)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"RRDBEncoder: {name} must be a positive int, got {v!r}")
+        taps = [int(t) for t in taps]
+        bad = [t for t in taps if not 0 <= t < blocks]
+        if bad or len(set(taps)) != len(taps):
+            raise ValueError(
+                f"RRDBEncoder: taps must be distinct 0-based block indices below blocks={blocks}, "
+                f"got {taps}"
+            )
+        self.octaves = [int(e) for e in octaves]
+        self.in_channels = in_channels
+        self.features = features
+        self.taps = sorted(taps)
+        self.input_range = float(input_range)
+        self.conv_first = nn.Conv2d(in_channels, features, 3, padding=1)
+        self.blocks = nn.ModuleList(_RRDB(features, growth) for _ in range(blocks))
+        self.trunk_conv = nn.Conv2d(features, features, 3, padding=1)
+        n_up = max(0, max(self.octaves, default=0))
+        self.upconvs = nn.ModuleList(nn.Conv2d(features, features, 3, padding=1) for _ in range(n_up))
+
+    @property
+    def out_channels(self) -> int:
+        return self.features * (1 + len(self.taps))
+
+    def forward(self, lr: Tensor) -> list[Tensor]:
+        fea = self.conv_first(lr / self.input_range)
+        tapped = []
+        for i, block in enumerate(self.blocks):
+            fea = block(fea)
+            if i in self.taps:
+                tapped.append(fea)
+        lr_fea = fea + self.trunk_conv(fea)
+        stack = torch.cat(tapped, dim=1) if tapped else None
+        trunk = {0: lr_fea}
+        h = lr_fea
+        for k, conv in enumerate(self.upconvs, 1):
+            trunk[k] = conv(F.interpolate(h, scale_factor=2, mode="nearest"))
+            h = F.leaky_relu(trunk[k], 0.2)
+        maps = []
+        for e in self.octaves:
+            parts = [trunk[e] if e >= 0 else _resize_octaves(lr_fea, e)]
+            if stack is not None:
+                parts.append(_resize_octaves(stack, e))
+            maps.append(torch.cat(parts, dim=1))
+        return maps
+
+
+# ------------------------------------------------------------------------------------------------
+# steps
+# ------------------------------------------------------------------------------------------------
+
+
+def unconditional_step(channels: int) -> Sequential:
+    """SRFlow's ``additionalFlowNoAffine`` step: actnorm -> invertible 1x1 conv."""
+    return Sequential(ActNorm(channels), InvConv1x1(channels))
+
+
+def conditional_step(
+    channels: int,
+    cond_channels: int,
+    *,
+    hidden: int = 64,
+    eps: float = 1e-4,
+    attention: Flow | None = None,
+    position: str = "pos3",
+) -> Sequential:
+    """actnorm -> 1x1 conv -> affine injector(cond) -> conditional affine coupling(cond), with
+    ``attention`` (if any) inserted at ``position``."""
+    return make_step(
+        ActNorm(channels),
+        InvConv1x1(channels),
+        [
+            AffineInjector(channels, cond_channels, hidden=hidden, eps=eps),
+            ConditionalAffineCoupling(channels, cond_channels, hidden=hidden, eps=eps),
+        ],
+        attention,
+        position,
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# model
+# ------------------------------------------------------------------------------------------------
+
+
+def _log2_exact(scale: int) -> int:
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 2 or scale & (scale - 1):
+        raise ValueError(f"SRFlow: scale must be a power of two >= 2 (2, 4, 8, 16, ...), got {scale!r}")
+    return scale.bit_length() - 1
+
+
+class SRFlow(MultiScaleFlow):
+    """Conditional multi-scale flow ``p(hr | lr)`` for ``scale``-times super-resolution.
+
+    Args:
+        scale: SR factor, a power of two (8 in the paper; 4 works too).
+        levels: ``L``, number of levels (squeezes); the full SRFlow uses ``log2(scale) + 1``.
+        steps: ``K``, conditional steps per level (an int or one per level).
+        hidden: width of the injector and coupling networks (64 in SRFlow).
+        image_shape: the training HR shape ``(C, H, W)``; only used by :meth:`example_condition`
+            (benchmarks). Any LR size works at run time.
+        unconditional_steps, split, top_prior, eps: see :data:`COND_DEFAULTS`.
+        encoder: keyword arguments of :class:`RRDBEncoder` (``features``, ``blocks``, ``growth``,
+            ``taps``).
+        attention: where the paper's attention goes (default: none).
+        n_bins: quantisation levels of the HR image (256).
+    """
+
+    def __init__(
+        self,
+        *,
+        scale: int = 8,
+        levels: int = 4,
+        steps: int | Sequence[int] = 16,
+        hidden: int = 64,
+        image_shape: Sequence[int] = (3, 160, 160),
+        unconditional_steps: int = 2,
+        split: bool = True,
+        top_prior: str = "standard",
+        eps: float = 1e-4,
+        encoder: dict | None = None,
+        attention: AttentionConfig | None = None,
+        n_bins: int = 256,
+    ) -> None:
+        log2_scale = _log2_exact(scale)
+        if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
+            raise ValueError(f"SRFlow: levels must be a positive int, got {levels!r}")
+        ks = [steps] * levels if isinstance(steps, int) else [int(k) for k in steps]
+        if len(ks) != levels or any(k < 1 for k in ks):
+            raise ValueError(
+                f"SRFlow: steps must be a positive int or {levels} positive ints (one per level), "
+                f"got {steps!r}"
+            )
+        if not isinstance(unconditional_steps, int) or unconditional_steps < 0:
+            raise ValueError(
+                f"SRFlow: unconditional_steps must be an int >= 0, got {unconditional_steps!r}"
+            )
+        if top_prior not in ("standard", "conditional"):
+            raise ValueError(f"SRFlow: top_prior must be 'standard' or 'conditional', got {top_prior!r}")
+        c, hr_h, hr_w = (int(v) for v in image_shape)
+        if hr_h % scale or hr_w % scale:
+            raise ValueError(
+                f"SRFlow: image_shape {tuple(image_shape)} is not divisible by scale={scale}"
+            )
+        attention = attention or AttentionConfig()
+        octaves = [log2_scale - level for level in range(1, levels + 1)]
+        enc = RRDBEncoder(octaves, in_channels=c, **(encoder or {}))
+        cc = enc.out_channels
+
+        built: list[Level] = []
+        channels = c
+        for i, k in enumerate(ks):
+            channels *= 4
+            layers: list[Flow] = [Squeeze(2)]
+            layers += [unconditional_step(channels) for _ in range(unconditional_steps)]
+            layers += [
+                conditional_step(
+                    channels,
+                    cc,
+                    hidden=hidden,
+                    eps=eps,
+                    attention=attention.make(channels, i),
+                    position=attention.position,
+                )
+                for _ in range(k)
+            ]
+            sp = None
+            if split and i + 1 < levels - 1:  # SRFlow: split at 1-based levels l < L - 1
+                keep = channels - channels // 2
+                prior = DiagonalGaussian(channels - keep, context_channels=keep, cond_channels=cc)
+                sp = Split(channels, prior, keep=keep)
+                channels = keep
+            built.append(Level(Sequential(*layers), sp))
+        top: Prior = (
+            StandardNormal() if top_prior == "standard" else DiagonalGaussian(channels, cond_channels=cc)
+        )
+        super().__init__(
+            built,
+            top,
+            preprocess=Dequantize(n_bins),
+            conditioner=enc,
+            image_shape=(c, hr_h, hr_w),
+            n_bins=n_bins,
+        )
+        self.scale = scale
+        self.in_channels = c
+        self.level_octaves = octaves
+        self.cond_channels = cc
+        self.lr_multiple = self._lr_multiple()
+
+    # --- geometry and checks --------------------------------------------------------------------
+    def _lr_multiple(self) -> int:
+        """Smallest m such that every LR side that is a multiple of m works (squeezes, pooling,
+        iTrans patch grids)."""
+        m = 1
+        for level, e in zip(self.levels, self.level_octaves):
+            grids = [mod.grid for mod in level.modules() if isinstance(mod, ITrans)]
+            g = math.lcm(1, *grids)
+            # the level's side is LR * 2^e: an integer multiple of g for every LR multiple of need
+            need = g * 2**-e if e < 0 else g // math.gcd(g, 2**e)
+            m = math.lcm(m, need)
+        return m
+
+    def check_lr(self, lr: Tensor | None) -> Tensor:
+        """Raise ``ValueError`` unless ``lr`` is an LR batch ``[B, C, h, w]`` this model can take."""
+        name = type(self).__name__
+        if lr is None:
+            raise ValueError(f"{name}: needs the low-resolution image as cond [B, {self.in_channels}, h, w]")
+        if not isinstance(lr, Tensor) or lr.dim() != 4 or lr.shape[1] != self.in_channels:
+            got = tuple(lr.shape) if isinstance(lr, Tensor) else type(lr).__name__
+            raise ValueError(
+                f"{name}: expected the LR image as [B, {self.in_channels}, h, w], got {got}"
+            )
+        h, w = lr.shape[2], lr.shape[3]
+        m = self.lr_multiple
+        if h < 1 or w < 1 or h % m or w % m:
+            raise ValueError(
+                f"{name}: LR size {h}x{w} does not fit this model: LR height and width must be "
+                f"multiples of {m} (scale {self.scale}, {len(self.levels)} levels"
+                f"{', iTrans patch grids' if any(isinstance(x, ITrans) for x in self.modules()) else ''}); "
+                f"e.g. {max(m, h // m * m)}x{max(m, w // m * m)}"
+            )
+        return lr
+
+    def hr_shape(self, lr: Tensor) -> tuple[int, int, int]:
+        """``(C, H, W)`` of the HR image that goes with ``lr``: ``LR * scale``."""
+        self.check_lr(lr)
+        return (self.in_channels, lr.shape[2] * self.scale, lr.shape[3] * self.scale)
+
+    def check_pair(self, hr: Tensor, lr: Tensor | None) -> None:
+        """Raise ``ValueError`` unless ``hr`` is ``lr`` times ``scale`` (same batch and channels)."""
+        name = type(self).__name__
+        expected = (lr.shape[0], *self.hr_shape(lr)) if isinstance(lr, Tensor) else None
+        self.check_lr(lr)
+        if not isinstance(hr, Tensor) or tuple(hr.shape) != expected:
+            got = tuple(hr.shape) if isinstance(hr, Tensor) else type(hr).__name__
+            raise ValueError(
+                f"{name}: HR image must be the LR image's size times scale={self.scale}: LR is "
+                f"{tuple(lr.shape)}, so HR must be {expected}, got {got}"
+            )
+
+    def level_conditions(self, cond: Tensor | None) -> list[Tensor | None]:
+        return super().level_conditions(self.check_lr(cond))
+
+    def sample_image_shape(self, cond: Tensor | None) -> tuple[int, ...]:
+        return self.hr_shape(cond)
+
+    # --- likelihood -----------------------------------------------------------------------------
+    def encode(self, x: Tensor, cond: Tensor | None = None) -> tuple[list[Tensor], Tensor]:
+        self.check_pair(x, cond)
+        return super().encode(x, cond)
+
+    def log_prob(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+        """``log p(hr | lr)`` in nats (dequantised HR), shape ``[B]``."""
+        self.check_pair(x, cond)
+        return super().log_prob(x, cond)
+
+    def decode(self, latents: Sequence[Tensor], cond: Tensor | None = None) -> Tensor:
+        self.check_lr(cond)
+        expected = self.latent_shapes(self.hr_shape(cond), cond.shape[0])
+        got = [tuple(z.shape) for z in latents]
+        if got != expected:
+            raise ValueError(
+                f"{type(self).__name__}: latents for LR {tuple(cond.shape)} must have shapes "
+                f"{expected}, got {got}"
+            )
+        return super().decode(latents, cond)
+
+    # --- sampling -------------------------------------------------------------------------------
+    def _sample_from(
+        self, conds: list[Tensor], n: int, shape: tuple[int, ...], temperature: float
+    ) -> Tensor:
+        h = self.top_prior.sample(
+            self.latent_shapes(shape, n)[-1], context=None, cond=conds[-1], temperature=temperature
+        )
+        for level, c in zip(reversed(self.levels), reversed(conds)):
+            if level.split is not None:
+                h = level.split.inverse(h, level.split.sample(h, c, temperature))
+            h, _ = level.flow.inverse(h, c)
+        x, _ = self.preprocess.inverse(h)
+        return quantize(x, self.n_bins)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        cond: Tensor | None = None,
+        temperature: float = 1.0,
+        *,
+        image_shape: Sequence[int] | None = None,
+    ) -> Tensor:
+        """SR samples (uint8 ``[n, C, H, W]``) at ``temperature``: ``n`` samples of one LR image
+        (``cond`` with batch 1), or one sample per LR image (``n == cond.shape[0]``)."""
+        lr = self.check_lr(cond)
+        shape = self.hr_shape(lr)
+        if image_shape is not None and tuple(image_shape) != shape:
+            raise ValueError(
+                f"{type(self).__name__}: LR {tuple(lr.shape)} gives HR images {shape}, "
+                f"got image_shape={tuple(image_shape)}"
+            )
+        b = lr.shape[0]
+        if b != n and b != 1:
+            raise ValueError(
+                f"{type(self).__name__}.sample: the LR batch has {b} images; n must be {b} (one "
+                f"sample per LR image) or the LR batch must have 1 image (n samples of it), got n={n}"
+            )
+        conds = self.level_conditions(lr)
+        if b == 1 and n != 1:
+            conds = [c.expand(n, *c.shape[1:]) for c in conds]
+        return self._sample_from(conds, n, shape, temperature)
+
+    @torch.no_grad()
+    def super_resolve(
+        self,
+        lr: Tensor,
+        *,
+        samples: int = 1,
+        temperature: float = 0.8,
+        conditions: list[Tensor] | None = None,
+    ) -> Tensor:
+        """``samples`` SR images of every LR image: uint8 ``[B, samples, C, H, W]``.
+
+        ``conditions`` (from :meth:`level_conditions` on the same ``lr``) skips the encoder, e.g.
+        when sampling one batch at several temperatures.
+        """
+        if not isinstance(samples, int) or samples < 1:
+            raise ValueError(f"super_resolve: samples must be a positive int, got {samples!r}")
+        shape = self.hr_shape(lr)
+        conds = conditions if conditions is not None else self.level_conditions(lr)
+        if samples > 1:
+            conds = [c.repeat_interleave(samples, dim=0) for c in conds]
+        b = lr.shape[0]
+        out = self._sample_from(conds, b * samples, shape, temperature)
+        return out.view(b, samples, *shape)
+
+    # --- hooks used by training and benchmarks --------------------------------------------------
+    def example_condition(self, batch: int, device: torch.device | str = "cpu") -> Tensor:
+        """A random LR batch (uint8 values as float) for the training HR shape (benchmarks)."""
+        c, h, w = self.image_shape
+        return torch.randint(0, 256, (batch, c, h // self.scale, w // self.scale), device=device).float()
+
+    def visualize(self, cond: Tensor, samples: Tensor) -> Tensor:
+        """``[LR upscaled by nearest | SR]`` side by side, uint8 ``[n, C, H, 2W]`` (training grids)."""
+        lr = cond.detach().round().clamp(0, 255).to(torch.uint8)
+        if lr.shape[0] == 1 and samples.shape[0] > 1:
+            lr = lr.expand(samples.shape[0], *lr.shape[1:])
+        up = lr.repeat_interleave(self.scale, dim=-2).repeat_interleave(self.scale, dim=-1)
+        return torch.cat([up.to(samples.device), samples.to(torch.uint8)], dim=-1)
+
+
+# ------------------------------------------------------------------------------------------------
+# config
+# ------------------------------------------------------------------------------------------------
+
+
+def _cond_section(m: dict) -> dict:
+    cond = dict(m.get("cond") or {})
+    unknown = sorted(set(cond) - set(COND_DEFAULTS))
+    if unknown:
+        raise ConfigError(
+            f"model.cond: unknown key(s) {', '.join(unknown)} for backbone 'srflow'; "
+            f"valid keys: {', '.join(COND_DEFAULTS)}"
+        )
+    return {**COND_DEFAULTS, **cond}
+
+
+@register_backbone("srflow")
+def build_srflow(m: dict) -> SRFlow:
+    """Build :class:`SRFlow` from a ``model`` config section (``model.cond``: :data:`COND_DEFAULTS`)."""
+    cond = _cond_section(m)
+    steps = m["steps"]
+    try:
+        return SRFlow(
+            scale=int(m["scale"]),
+            levels=int(m["levels"]),
+            steps=int(steps) if isinstance(steps, (int, float, str)) else [int(k) for k in steps],
+            hidden=int(m["hidden"]),
+            image_shape=[int(v) for v in m["image_shape"]],
+            unconditional_steps=int(cond["unconditional_steps"]),
+            split=bool(cond["split"]),
+            top_prior=str(cond["top_prior"]),
+            eps=float(cond["eps"]),
+            encoder={
+                "features": int(cond["features"]),
+                "blocks": int(cond["blocks"]),
+                "growth": int(cond["growth"]),
+                "taps": [int(t) for t in cond["taps"]],
+            },
+            attention=attention_from_config(m),
+            n_bins=int(m["n_bins"]),
+        )
+    except ConfigError:
+        raise
+    except ValueError as err:
+        raise ConfigError(f"model (srflow): {err}") from None
