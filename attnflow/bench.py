@@ -36,6 +36,7 @@ def bench_config(
     warmup: int = 2,
     sample: bool = True,
     label: str | None = None,
+    compile: bool = False,
 ) -> dict:
     """Median ms per training step (forward, backward, Adamax step) and per sampling batch.
 
@@ -44,18 +45,22 @@ def bench_config(
     over the whole process, so it only grows across rows).
     """
     dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
     torch.manual_seed(0)
     model = build_model(config).to(dev)
     x, cond = _random_batch(config, batch_size, dev, model)
     model.initialize(x, cond)
     model.train()
+    net = torch.compile(model) if compile else model
     opt = torch.optim.Adamax(model.parameters(), lr=1e-4)
     d = x[0].numel()
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
 
     def step() -> None:
-        loss = -(model(x, cond)).mean() / (d * math.log(2))
+        loss = -(net(x, cond)).mean() / (d * math.log(2))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 100.0)

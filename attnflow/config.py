@@ -87,6 +87,8 @@ DEFAULTS: dict[str, Any] = {
         "seed": 0,
         "num_workers": 0,
         "device": "cpu",
+        "tf32": True,  # CUDA: TensorFloat-32 matmuls and convolutions (cuDNN's default for convs)
+        "compile": False,  # torch.compile the model's training forward
     },
 }
 

@@ -292,6 +292,8 @@ def train(
     dev = torch.device(device_name)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = bool(t.get("tf32", True))
+        torch.backends.cudnn.allow_tf32 = bool(t.get("tf32", True))
 
     _seed_all(int(t["seed"]) + rank)
     shape = config["model"].get("image_shape")
@@ -322,6 +324,8 @@ def train(
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[dev.index] if dev.type == "cuda" else None
         )
+    if t.get("compile"):
+        net = torch.compile(net)
     optimizer = _make_optimizer(model, t)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(t))
     best = math.inf

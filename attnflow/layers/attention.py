@@ -205,43 +205,45 @@ class ITrans(_MaskedLayer):
         return f"{super().extra_repr()}, heads={self.heads}, patches={self.patches}"
 
     def _buffers_for(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Full-size mask ``[C, H, W]``, patch-local flat mask ``[P]`` (both x's dtype), #unmasked."""
+        """Patch-local mask in patch layout ``[ph, pw, C]`` as bool and as x's dtype, #unmasked."""
         h, w = x.shape[2], x.shape[3]
         key = (h, w, x.device, x.dtype)
         hit = self._cache.get(key)
         if hit is None:
-            ph, pw = h // self.grid, w // self.grid
-            local = self.mask(ph, pw, x.device)
-            full = local.repeat(1, self.grid, self.grid).to(x.dtype)
-            flat = local.reshape(-1).to(x.dtype)
-            hit = (full, flat, (1.0 - flat).sum())
+            local = self.mask(h // self.grid, w // self.grid, x.device).permute(1, 2, 0).contiguous()
+            hit = (local, local.to(x.dtype), (~local).sum().to(x.dtype))
             self._cache[key] = hit
         return hit
 
     def _to_patches(self, x: Tensor) -> Tensor:
-        """``[B, C, H, W] -> [B, N, C * ph * pw]`` (patch-major, row-major grid)."""
+        """``[B, C, H, W] -> [B, N, ph, pw, C]`` (row-major grid of patches, channels last)."""
         b, c, h, w = x.shape
         n = self.grid
-        x = x.view(b, c, n, h // n, n, w // n).permute(0, 2, 4, 1, 3, 5)
-        return x.reshape(b, n * n, -1)
+        x = x.view(b, c, n, h // n, n, w // n).permute(0, 2, 4, 3, 5, 1)
+        return x.reshape(b, n * n, h // n, w // n, c)
 
     def _from_patches(self, p: Tensor, shape: torch.Size) -> Tensor:
         b, c, h, w = shape
         n = self.grid
-        p = p.view(b, n, n, c, h // n, w // n).permute(0, 3, 1, 4, 2, 5)
+        p = p.view(b, n, n, h // n, w // n, c).permute(0, 5, 1, 3, 2, 4)
         return p.reshape(b, c, h, w)
 
-    def weights(self, x1: Tensor) -> Tensor:
-        """The ``[B, N, N]`` mixing matrix ``W`` computed from the masked input ``x1``."""
-        b = x1.shape[0]
-        q = self._to_patches(self.query(x1))  # [B, N, heads*kc*ph*pw]
-        k = self._to_patches(self.key(x1))
-        n = self.patches
-        # split heads: the conv's channels are head-major, so each patch's features regroup per head
-        q = q.view(b, n, self.heads, -1).transpose(1, 2)  # [B, heads, N, D_k]
-        k = k.view(b, n, self.heads, -1).transpose(1, 2)
-        scale = torch.exp(-self.log_temperature) / math.sqrt(q.shape[-1])
-        attn = torch.softmax((q @ k.transpose(-1, -2)) * scale, dim=-1).mean(1)
+    def weights(self, x1p: Tensor) -> Tensor:
+        """The ``[B, N, N]`` mixing matrix ``W`` from the masked patches ``x1p`` ``[B, N, ph, pw, C]``.
+
+        ``Q`` and ``K`` are 1x1 convolutions, i.e. one matmul over the channels of every entry.
+        """
+        b, n = x1p.shape[0], self.patches
+        kc = self.key_channels
+        weight = torch.cat([self.query.weight, self.key.weight]).flatten(1).to(x1p.dtype)
+        bias = torch.cat([self.query.bias, self.key.bias]).to(x1p.dtype)
+        qk = torch.nn.functional.linear(x1p, weight, bias)  # [B, N, ph, pw, 2 * heads * kc]
+        qk = qk.view(b, n, -1, 2, self.heads, kc)
+        q, k = qk[:, :, :, 0], qk[:, :, :, 1]  # [B, N, ph*pw, heads, kc]
+        dim = q.shape[2] * kc  # D_k: features per patch and head
+        scale = torch.exp(-self.log_temperature) / math.sqrt(dim)
+        logits = torch.einsum("bnphk,bmphk->bhnm", q, k) * scale
+        attn = torch.softmax(logits, dim=-1).mean(1)
         c = 1.0 + F.softplus(self.theta)
         eye = torch.eye(n, dtype=attn.dtype, device=attn.device)
         return (attn + c * eye) / (1.0 + c)
@@ -251,18 +253,20 @@ class ITrans(_MaskedLayer):
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
         self._check(x)
-        full, flat, free = self._buffers_for(x)
-        w_mat = self.weights(x * full)
-        xp = self._to_patches(x)
-        yp = torch.where(flat.bool(), xp, w_mat @ xp)
+        keep, keep_f, free = self._buffers_for(x)
+        xp = self._to_patches(x)  # [B, N, ph, pw, C]
+        w_mat = self.weights(xp * keep_f)
+        mixed = (w_mat @ xp.flatten(2)).view_as(xp)
+        yp = torch.where(keep, xp, mixed)
         logdet = free * torch.linalg.slogdet(w_mat)[1]
         return self._from_patches(yp, x.shape), logdet
 
     def inverse(self, z: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
         self._check(z)
-        full, flat, free = self._buffers_for(z)
-        w_mat = self.weights(z * full)
+        keep, keep_f, free = self._buffers_for(z)
         zp = self._to_patches(z)
-        xp = torch.where(flat.bool(), zp, torch.linalg.solve(w_mat, zp))
+        w_mat = self.weights(zp * keep_f)
+        unmixed = torch.linalg.solve(w_mat, zp.flatten(2)).view_as(zp)
+        xp = torch.where(keep, zp, unmixed)
         logdet = -free * torch.linalg.slogdet(w_mat)[1]
         return self._from_patches(xp, z.shape), logdet

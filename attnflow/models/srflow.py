@@ -350,7 +350,7 @@ class SRFlow(MultiScaleFlow):
             grids = [mod.grid for mod in level.modules() if isinstance(mod, ITrans)]
             g = math.lcm(1, *grids)
             # the level's side is LR * 2^e: an integer multiple of g for every LR multiple of need
-            need = g * 2**-e if e < 0 else g // math.gcd(g, 2**e)
+            need = g * (1 << -e) if e < 0 else g // math.gcd(g, 1 << e)
             m = math.lcm(m, need)
         return m
 
