@@ -65,6 +65,7 @@ DEFAULTS: dict[str, Any] = {
         "pad_to": None,
         "grey_to_rgb": False,
         "flip": False,
+        "test_split": "test",  # the split evaluated during training (Cityscapes: val)
         "options": {},
     },
     "train": {
@@ -73,6 +74,7 @@ DEFAULTS: dict[str, Any] = {
         "eval_batch_size": 128,
         "optimizer": "adamax",  # adam | adamax
         "lr": 8.0e-4,
+        "betas": [0.9, 0.999],
         "weight_decay": 0.0,
         "warmup_steps": 200,
         "lr_milestones": [],  # fractions of training at which the lr halves (SRFlow)

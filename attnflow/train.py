@@ -158,10 +158,12 @@ def evaluate_bpd(
 def _make_optimizer(model: nn.Module, t: dict) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     kind = t["optimizer"].lower()
+    kwargs = dict(lr=float(t["lr"]), betas=tuple(float(b) for b in t.get("betas", (0.9, 0.999))),
+                  weight_decay=float(t["weight_decay"]))
     if kind == "adam":
-        return torch.optim.Adam(params, lr=float(t["lr"]), weight_decay=float(t["weight_decay"]))
+        return torch.optim.Adam(params, **kwargs)
     if kind == "adamax":
-        return torch.optim.Adamax(params, lr=float(t["lr"]), weight_decay=float(t["weight_decay"]))
+        return torch.optim.Adamax(params, **kwargs)
     raise ConfigError(f"train.optimizer must be 'adam' or 'adamax', got {t['optimizer']!r}")
 
 
@@ -298,7 +300,7 @@ def train(
     _seed_all(int(t["seed"]) + rank)
     shape = config["model"].get("image_shape")
     train_set = make_dataset(config["data"], "train", shape)
-    test_set = make_dataset(config["data"], "test", shape)
+    test_set = make_dataset(config["data"], config["data"].get("test_split", "test"), shape)
     total = int(t["steps"])
     start = int(state["step"]) if state else 0
     batches = ResumableBatches(

@@ -33,11 +33,16 @@ def main() -> None:
         for batch in args.batch_sizes:
             for att in args.attentions:
                 cfg = load_preset(f"mnist-{lkc}-{att}")  # 3x32x32, as the paper's MNIST and CIFAR rows
-                row = bench_config(
-                    cfg, batch_size=batch, device=args.device, repeats=args.repeats, warmup=args.warmup,
-                    sample=not args.no_sample, compile=args.compile,
-                    label=f"marflow {lkc} b{batch}" + (" compiled" if args.compile else ""),
-                )
+                label = f"marflow {lkc} b{batch}" + (" compiled" if args.compile else "")
+                try:
+                    row = bench_config(
+                        cfg, batch_size=batch, device=args.device, repeats=args.repeats,
+                        warmup=args.warmup, sample=not args.no_sample, compile=args.compile, label=label,
+                    )
+                except torch.OutOfMemoryError:
+                    print(f"  {label} {att}: out of memory", file=sys.stderr, flush=True)
+                    torch.cuda.empty_cache()
+                    continue
                 rows.append(row)
                 print(f"  {row['model']} {att}: {row['train_ms']:.1f} ms/step", file=sys.stderr, flush=True)
     dev = torch.device(args.device)

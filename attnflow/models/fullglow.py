@@ -41,12 +41,13 @@ import torch
 from torch import Tensor, nn
 
 from ..config import ConfigError
-from ..core import Flow, Sequential, initialize_data_dependent
+from ..core import Sequential, initialize_data_dependent
 from ..layers import ActNorm, AffineCoupling, InvConv1x1, Split, Squeeze
 from ..layers.conditional import CondNetAffineCoupling, ConditionalActNorm, ConditionalInvConv1x1
 from ..layers.dequant import Dequantize, quantize
 from ..priors import DiagonalGaussian
 from .build import attention_from_config, register_backbone
+from .multiscale import Level, MultiScaleFlow
 from .steps import AttentionConfig, make_step
 
 __all__ = [
@@ -85,36 +86,27 @@ COND_DEFAULTS: dict[str, Any] = {
 _ROUTE = {ConditionalActNorm: 0, ConditionalInvConv1x1: 1, CondNetAffineCoupling: 2}
 
 
-class _SourceLevel(nn.Module):
-    def __init__(self, steps: list[Sequential], split: Split | None) -> None:
-        super().__init__()
-        self.steps = nn.ModuleList(steps)
-        self.split = split
+class SourceGlow(MultiScaleFlow):
+    """The unconditional "left" Glow over the label map (8-bit levels, see
+    :meth:`FullGlow.source_levels`): a :class:`MultiScaleFlow` whose levels are
+    ``Sequential(Squeeze, step, ..., step)`` with steps ``Sequential(ActNorm, InvConv1x1,
+    AffineCoupling)``, so ``log_prob`` / ``encode`` / ``decode`` / ``sample`` work as for any model.
 
-
-class SourceGlow(nn.Module):
-    """The unconditional "left" Glow over the label map; also returns every step's activations.
-
-    ``run(a)`` gives ``acts[level][step] = (actnorm output, 1x1 conv output, coupling output)`` and,
-    with ``density=True``, ``log p(a)`` (nats, ``[B]``, including the dequantisation log-det).
+    :meth:`activations` is the same forward pass that also keeps every step's three outputs
+    ``acts[level][step] = (actnorm, 1x1 conv, coupling)`` for the target Glow's conditioning.
     """
 
-    def __init__(self, levels: list[_SourceLevel], top_prior: DiagonalGaussian) -> None:
-        super().__init__()
-        self.preprocess = Dequantize(256)
-        self.squeeze = Squeeze(2)
-        self.levels = nn.ModuleList(levels)
-        self.top_prior = top_prior
-
-    def run(self, levels: Tensor, *, density: bool) -> tuple[list[list[list[Tensor]]], Tensor | None]:
-        """``levels``: the label map as 8-bit levels 0..255 (see :meth:`FullGlow.source_levels`)."""
-        h, logdet = self.preprocess(levels)
+    def activations(self, x: Tensor, *, density: bool) -> tuple[list[list[list[Tensor]]], Tensor | None]:
+        """``(acts, log p(x))``; ``log p(x)`` (nats, ``[B]``) only with ``density=True``."""
+        h, logdet = self.preprocess(x)
         acts: list[list[list[Tensor]]] = []
-        logp = None
+        latents: list[Tensor] = []
+        contexts: list[Tensor | None] = []
         for level in self.levels:
-            h, _ = self.squeeze(h)
+            squeeze, *steps = level.flow
+            h, _ = squeeze(h)
             level_acts = []
-            for step in level.steps:
+            for step in steps:
                 outs = []
                 for layer in step:
                     h, ld = layer(h)
@@ -124,12 +116,13 @@ class SourceGlow(nn.Module):
             acts.append(level_acts)
             if level.split is not None:
                 h, z2 = level.split(h)
-                if density:
-                    logp = level.split.log_prob(z2, h) if logp is None else logp + level.split.log_prob(z2, h)
+                latents.append(z2)
+                contexts.append(h)
         if not density:
             return acts, None
-        top = self.top_prior.log_prob(h)
-        return acts, logdet + top + (logp if logp is not None else 0.0)
+        latents.append(h)
+        contexts.append(None)
+        return acts, logdet + self._prior_terms(latents, contexts, [None] * len(self.levels))
 
 
 class _TargetLevel(nn.Module):
@@ -195,7 +188,7 @@ class FullGlow(nn.Module):
         attention = attention or AttentionConfig()
         self.attention_kind = attention.kind
 
-        src_levels: list[_SourceLevel] = []
+        src_levels: list[Level] = []
         tgt_levels: list[_TargetLevel] = []
         ch, sch, h, w = c, self.source_channels, height, width
         for level in range(levels):
@@ -214,11 +207,14 @@ class FullGlow(nn.Module):
                     )
                 )
             last = level == levels - 1
-            src_levels.append(_SourceLevel(src_steps, None if last else _split(sch)))
+            src_levels.append(Level(Sequential(Squeeze(2), *src_steps), None if last else _split(sch)))
             tgt_levels.append(_TargetLevel(tgt_steps, None if last else _split(ch)))
             if not last:
                 ch, sch = ch - ch // 2, sch - sch // 2
-        self.source = SourceGlow(src_levels, DiagonalGaussian(sch))
+        self.source = SourceGlow(
+            src_levels, DiagonalGaussian(sch), preprocess=Dequantize(256),
+            image_shape=(self.source_channels, height, width), n_bins=256,
+        )
         self.preprocess = Dequantize(self.n_bins)
         self.squeeze = Squeeze(2)
         self.levels = nn.ModuleList(tgt_levels)
@@ -262,7 +258,7 @@ class FullGlow(nn.Module):
         return labels if self.label_mode == "color" else labels * 255
 
     def _source(self, labels: Tensor, density: bool) -> tuple[list, Tensor | None]:
-        return self.source.run(self.source_levels(labels), density=density)
+        return self.source.activations(self.source_levels(labels), density=density)
 
     # --- target flow ---------------------------------------------------------------------------
     def _encode(self, photo: Tensor, acts: list) -> tuple[list[Tensor], list[Tensor | None], Tensor]:
@@ -333,14 +329,10 @@ class FullGlow(nn.Module):
         term also reach the source Glow through its activations.
         """
         self._check_photo(photo)
-        labels = self._check_labels(labels, photo.shape[0])
-        density = self.source_weight > 0
-        acts, source_logp = self._source(labels, density=density)
+        acts, source_logp = self._source(self._check_labels(labels, photo.shape[0]), density=True)
         latents, contexts, logdet = self._encode(photo, acts)
-        objective = logdet + self._prior_terms(latents, contexts)
-        if density:
-            objective = objective + self.source_weight * source_logp
-        return objective
+        # lambda = 0 still multiplies: every parameter stays in the graph (DDP needs that)
+        return logdet + self._prior_terms(latents, contexts) + self.source_weight * source_logp
 
     def prior_log_prob(self, latents: Sequence[Tensor], labels: Tensor | None = None) -> Tensor:
         """Sum of the target priors' log-densities of ``latents`` (contexts rebuilt by decoding)."""
