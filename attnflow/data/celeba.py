@@ -25,11 +25,7 @@ import math
 import os
 from pathlib import Path
 
-import torch
-from torch import Tensor
-from torch.utils.data import Dataset
-
-from .common import DataError, check_sr_sizes, list_images, load_image, make_sr_pair
+from .common import DataError, SRPairs, check_sr_sizes, list_images
 
 __all__ = ["CelebASR", "SRFolder", "read_celeba_partition", "CELEBA_SPLITS"]
 
@@ -89,7 +85,7 @@ def _locate(root: Path) -> tuple[Path, Path | None]:
     return img_dir, partition
 
 
-class CelebASR(Dataset):
+class CelebASR(SRPairs):
     """CelebA HR/LR pairs: ``(hr uint8 [3, hr, hr], lr uint8 [3, hr/scale, hr/scale])``.
 
     Args:
@@ -145,23 +141,12 @@ class CelebASR(Dataset):
                                   "without a partition file the last 10% are test, the 10% before val)")
             )
         self.image_dir = img_dir
-        self.files = [img_dir / n for n in wanted]
         self.split = split
-        self.flip = (split == "train") if flip is None else bool(flip)
-        self.channels = 3
-        self.image_size = (self.hr_size, self.hr_size)
-        self.lr_size = (self.hr_size // self.scale, self.hr_size // self.scale)
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
-        img = load_image(self.files[i], "RGB")
-        flip = self.flip and bool(torch.rand(()) < 0.5)
-        return make_sr_pair(img, self.hr_size, self.scale, flip)
+        self._setup_pairs([img_dir / n for n in wanted], self.hr_size, self.scale,
+                          (split == "train") if flip is None else bool(flip))
 
 
-class SRFolder(Dataset):
+class SRFolder(SRPairs):
     """SR pairs from any folder of HR images (recursive): centre square crop, Pillow bicubic to
     ``hr_size``, LR by MATLAB bicubic. Items as :class:`CelebASR`."""
 
@@ -172,18 +157,5 @@ class SRFolder(Dataset):
         scale: int = 8,
         flip: bool = False,
     ):
-        self.hr_size, self.scale = check_sr_sizes(hr_size, scale)
         self.root = Path(root)
-        self.files = list_images(self.root, "SR image folder")
-        self.flip = bool(flip)
-        self.channels = 3
-        self.image_size = (self.hr_size, self.hr_size)
-        self.lr_size = (self.hr_size // self.scale, self.hr_size // self.scale)
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
-        img = load_image(self.files[i], "RGB")
-        flip = self.flip and bool(torch.rand(()) < 0.5)
-        return make_sr_pair(img, self.hr_size, self.scale, flip)
+        self._setup_pairs(list_images(self.root, "SR image folder"), hr_size, scale, flip)

@@ -22,8 +22,11 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
+from torch.utils.data import Dataset
 
 __all__ = [
+    "GreyDigits",
+    "SRPairs",
     "DataError",
     "IMAGE_EXTENSIONS",
     "Compose",
@@ -316,3 +319,52 @@ def check_sr_sizes(hr_size: int, scale: int) -> tuple[int, int]:
             f"would not have an integer size (e.g. use hr_size={hr_size // scale * scale or scale})"
         )
     return hr_size, scale
+
+
+class GreyDigits(Dataset):
+    """Base of the MNIST datasets: ``uint8 [N, 1, H, W]`` images served with the paper's
+    transforms (centred zero padding to ``pad_to``, grey -> 3 channels, random horizontal flip)."""
+
+    def _setup_digits(
+        self, images: Tensor, pad_to: int | None, grey_to_rgb: bool, flip: bool
+    ) -> None:
+        self.images = images
+        h, w = images.shape[2], images.shape[3]
+        self.pad = PadTo(pad_to) if pad_to is not None else None
+        if self.pad is not None and (self.pad.size[0] < h or self.pad.size[1] < w):
+            raise ValueError(f"pad_to={pad_to} is smaller than the {h}x{w} images")
+        self.grey = GreyToRGB() if grey_to_rgb else None
+        self.flip = RandomHFlip() if flip else None
+        self.channels = 3 if grey_to_rgb else 1
+        self.image_size = self.pad.size if self.pad is not None else (h, w)
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, i: int) -> Tensor:
+        x = self.images[i]
+        for transform in (self.pad, self.grey, self.flip):
+            if transform is not None:
+                x = transform(x)
+        return x
+
+
+class SRPairs(Dataset):
+    """Base of the super-resolution datasets: image files served as ``(hr, lr)`` uint8 pairs
+    (centre square crop, Pillow bicubic to ``hr_size``, LR by MATLAB bicubic; optional flip)."""
+
+    def _setup_pairs(self, files: list, hr_size: int, scale: int, flip: bool) -> None:
+        self.hr_size, self.scale = check_sr_sizes(hr_size, scale)
+        self.files = files
+        self.flip = bool(flip)
+        self.channels = 3
+        self.image_size = (self.hr_size, self.hr_size)
+        self.lr_size = (self.hr_size // self.scale, self.hr_size // self.scale)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        img = load_image(self.files[i], "RGB")
+        flip = self.flip and bool(torch.rand(()) < 0.5)
+        return make_sr_pair(img, self.hr_size, self.scale, flip)

@@ -19,10 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor
-from torch.utils.data import Dataset
 
-from .common import DataError, GreyToRGB, PadTo, RandomHFlip, check_split
+from .common import DataError, GreyDigits, check_split
 
 __all__ = ["read_idx", "MNISTIdx", "IDX_IMAGES_MAGIC", "IDX_LABELS_MAGIC", "find_idx_file"]
 
@@ -121,7 +119,7 @@ def find_idx_file(root: str | os.PathLike, split: str, kind: str) -> Path | None
     return None
 
 
-class MNISTIdx(Dataset):
+class MNISTIdx(GreyDigits):
     """MNIST from idx files in ``root``: items ``uint8 [1 or 3, 28 or pad_to, 28 or pad_to]``.
 
     ``.labels`` is an int64 tensor when the matching label file exists, else None.
@@ -147,7 +145,6 @@ class MNISTIdx(Dataset):
         if images.ndim != 3 or images.dtype != np.uint8:
             raise DataError(f"MNIST idx file {path}: expected uint8 N x H x W images, got {images.dtype} {images.shape}")
         self.path = path
-        self.images = torch.from_numpy(images.copy()).unsqueeze(1)
         self.labels = None
         label_path = find_idx_file(root, split, "labels")
         if label_path is not None:
@@ -159,27 +156,4 @@ class MNISTIdx(Dataset):
                 )
             self.labels = torch.from_numpy(labels.astype(np.int64))
         self.split = split
-        self.pad = PadTo(pad_to) if pad_to is not None else None
-        if self.pad is not None and (
-            self.pad.size[0] < images.shape[1] or self.pad.size[1] < images.shape[2]
-        ):
-            raise ValueError(
-                f"pad_to={pad_to} is smaller than the {images.shape[1]}x{images.shape[2]} images"
-            )
-        self.grey = GreyToRGB() if grey_to_rgb else None
-        self.flip = RandomHFlip() if flip else None
-        self.channels = 3 if grey_to_rgb else 1
-        self.image_size = self.pad.size if self.pad is not None else tuple(images.shape[1:])
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    def __getitem__(self, i: int) -> Tensor:
-        x = self.images[i]
-        if self.pad is not None:
-            x = self.pad(x)
-        if self.grey is not None:
-            x = self.grey(x)
-        if self.flip is not None:
-            x = self.flip(x)
-        return x
+        self._setup_digits(torch.from_numpy(images.copy()).unsqueeze(1), pad_to, grey_to_rgb, flip)

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from ..core import Flow, check_cond, check_input
 from ..priors import soft_clamp
-from .conv import lu_inverse_weight, lu_weight
+from .conv import lu_inverse_weight, lu_weight, register_lu_factors
 from .coupling import ConditionalAffineCoupling
 from .norm import _ActNormParams
 
@@ -183,14 +183,7 @@ class ConditionalInvConv1x1(_CondVectorLayer):
         self.channels = channels
         self.cond_channels = cond_channels
         self.max_log_scale = max_log_scale
-        q, _ = torch.linalg.qr(torch.randn(channels, channels, dtype=torch.float64))
-        p, l_mat, u_mat = torch.linalg.lu(q)
-        diag = torch.diagonal(u_mat)
-        self.register_buffer("perm", p.float())
-        self.register_buffer("sign", torch.sign(diag).float())
-        self.lower = nn.Parameter(l_mat.tril(-1).float())
-        self.upper = nn.Parameter(u_mat.triu(1).float())
-        self.log_s = nn.Parameter(diag.abs().log().float())
+        register_lu_factors(self, channels)
         rows, cols = torch.tril_indices(channels, channels, -1)
         # flat positions of the strictly lower / upper entries of a C x C matrix
         self.register_buffer("_tril", rows * channels + cols, persistent=False)

@@ -8,7 +8,20 @@ from torch import Tensor, nn
 
 from ..core import Flow, check_input
 
-__all__ = ["InvConv1x1", "lu_weight", "lu_inverse_weight"]
+__all__ = ["InvConv1x1", "lu_weight", "lu_inverse_weight", "register_lu_factors"]
+
+
+def register_lu_factors(module: nn.Module, channels: int) -> None:
+    """Give ``module`` the LU factors of a random rotation: buffers ``perm``, ``sign`` and
+    parameters ``lower``, ``upper``, ``log_s`` (``W = P L (U + diag(sign * exp(log_s)))``)."""
+    q, _ = torch.linalg.qr(torch.randn(channels, channels, dtype=torch.float64))
+    p, l_mat, u_mat = torch.linalg.lu(q)
+    diag = torch.diagonal(u_mat)
+    module.register_buffer("perm", p.float())
+    module.register_buffer("sign", torch.sign(diag).float())
+    module.lower = nn.Parameter(l_mat.tril(-1).float())
+    module.upper = nn.Parameter(u_mat.triu(1).float())
+    module.log_s = nn.Parameter(diag.abs().log().float())
 
 
 def lu_weight(perm: Tensor, lower: Tensor, upper: Tensor, sign: Tensor, log_s: Tensor) -> Tensor:
@@ -45,14 +58,7 @@ class InvConv1x1(Flow):
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.channels = channels
-        q, _ = torch.linalg.qr(torch.randn(channels, channels, dtype=torch.float64))
-        p, l_mat, u_mat = torch.linalg.lu(q)
-        diag = torch.diagonal(u_mat)
-        self.register_buffer("perm", p.float())
-        self.register_buffer("sign", torch.sign(diag).float())
-        self.lower = nn.Parameter(l_mat.tril(-1).float())
-        self.upper = nn.Parameter(u_mat.triu(1).float())
-        self.log_s = nn.Parameter(diag.abs().log().float())
+        register_lu_factors(self, channels)
         self._inv_cache: tuple[tuple, Tensor] | None = None
 
     def _factors(self) -> tuple[Tensor, ...]:

@@ -10,7 +10,7 @@ from ..config import ConfigError
 from .glow import build_unconditional, gaussian_priors, glow_coupling
 from .steps import AttentionConfig
 
-__all__ = ["build_model", "attention_from_config", "BACKBONES", "register_backbone"]
+__all__ = ["build_model", "attention_from_config", "cond_options", "BACKBONES", "register_backbone"]
 
 BACKBONES: dict[str, Callable[[dict], nn.Module]] = {}
 
@@ -23,6 +23,18 @@ def register_backbone(name: str):
         return fn
 
     return wrap
+
+
+def cond_options(m: dict, defaults: dict[str, Any], backbone: str) -> dict[str, Any]:
+    """A conditional backbone's ``model.cond`` merged over its defaults; unknown keys are errors."""
+    given = dict(m.get("cond") or {})
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise ConfigError(
+            f"model.cond: unknown key(s) {', '.join(unknown)} for backbone {backbone!r}; "
+            f"valid keys: {', '.join(defaults)}"
+        )
+    return {**defaults, **given}
 
 
 def attention_from_config(m: dict) -> AttentionConfig:

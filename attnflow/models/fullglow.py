@@ -47,6 +47,7 @@ from ..layers.conditional import CondNetAffineCoupling, ConditionalActNorm, Cond
 from ..layers.dequant import Dequantize, quantize
 from ..priors import DiagonalGaussian
 from .build import attention_from_config, register_backbone
+from .build import cond_options as _cond_options
 from .multiscale import Level, MultiScaleFlow
 from .steps import AttentionConfig, make_step
 
@@ -454,14 +455,7 @@ def label_colors(labels: Tensor, label_mode: str) -> Tensor:
 
 def cond_options(m: dict) -> dict[str, Any]:
     """``model.cond`` merged over :data:`COND_DEFAULTS`; unknown keys are a ConfigError."""
-    given = dict(m.get("cond") or {})
-    unknown = sorted(set(given) - set(COND_DEFAULTS))
-    if unknown:
-        raise ConfigError(
-            f"model.cond: unknown key(s) {', '.join(unknown)} for backbone fullglow; "
-            f"valid keys: {', '.join(COND_DEFAULTS)}"
-        )
-    return {**COND_DEFAULTS, **given}
+    return _cond_options(m, COND_DEFAULTS, "fullglow")
 
 
 @register_backbone("fullglow")

@@ -224,16 +224,22 @@ class MultiScaleFlow(nn.Module):
         Every Gaussian's standard deviation is scaled by ``temperature``. For a conditional model
         ``cond`` holds one condition per sample (or one, repeated).
         """
-        if cond is not None and cond.shape[0] == 1 and n > 1:
-            cond = cond.expand(n, *cond.shape[1:])
         conds = self.level_conditions(cond)
-        shape = image_shape or self.sample_image_shape(cond)
+        if cond is not None and cond.shape[0] == 1 and n > 1:  # run the conditioner once
+            conds = [None if c is None else c.expand(n, *c.shape[1:]) for c in conds]
+        shape = tuple(image_shape) if image_shape is not None else self.sample_image_shape(cond)
+        return self._sample_from(conds, n, shape, temperature)
+
+    def _sample_from(
+        self, conds: list[Tensor | None], n: int, shape: tuple[int, ...], temperature: float
+    ) -> Tensor:
+        """Top-down sampling given the per-level conditions: top prior, then every level's split
+        prior and inverse flow, then de-quantisation to uint8."""
         top_shape = self.latent_shapes(shape, n)[-1]
         h = self.top_prior.sample(top_shape, context=None, cond=conds[-1], temperature=temperature)
         for level, c in zip(reversed(self.levels), reversed(conds)):
             if level.split is not None:
-                z2 = level.split.sample(h, c, temperature)
-                h = level.split.inverse(h, z2)
+                h = level.split.inverse(h, level.split.sample(h, c, temperature))
             h, _ = level.flow.inverse(h, c)
         x, _ = self.preprocess.inverse(h)
         return quantize(x, self.n_bins)

@@ -56,9 +56,9 @@ from ..layers import (
     Split,
     Squeeze,
 )
-from ..layers.dequant import Dequantize, quantize
+from ..layers.dequant import Dequantize
 from ..priors import DiagonalGaussian, Prior, StandardNormal
-from .build import attention_from_config, register_backbone
+from .build import attention_from_config, cond_options, register_backbone
 from .multiscale import Level, MultiScaleFlow
 from .steps import AttentionConfig, make_step
 
@@ -420,19 +420,6 @@ class SRFlow(MultiScaleFlow):
         return super().decode(latents, cond)
 
     # --- sampling -------------------------------------------------------------------------------
-    def _sample_from(
-        self, conds: list[Tensor], n: int, shape: tuple[int, ...], temperature: float
-    ) -> Tensor:
-        h = self.top_prior.sample(
-            self.latent_shapes(shape, n)[-1], context=None, cond=conds[-1], temperature=temperature
-        )
-        for level, c in zip(reversed(self.levels), reversed(conds)):
-            if level.split is not None:
-                h = level.split.inverse(h, level.split.sample(h, c, temperature))
-            h, _ = level.flow.inverse(h, c)
-        x, _ = self.preprocess.inverse(h)
-        return quantize(x, self.n_bins)
-
     @torch.no_grad()
     def sample(
         self,
@@ -507,14 +494,7 @@ class SRFlow(MultiScaleFlow):
 
 
 def _cond_section(m: dict) -> dict:
-    cond = dict(m.get("cond") or {})
-    unknown = sorted(set(cond) - set(COND_DEFAULTS))
-    if unknown:
-        raise ConfigError(
-            f"model.cond: unknown key(s) {', '.join(unknown)} for backbone 'srflow'; "
-            f"valid keys: {', '.join(COND_DEFAULTS)}"
-        )
-    return {**COND_DEFAULTS, **cond}
+    return cond_options(m, COND_DEFAULTS, "srflow")
 
 
 @register_backbone("srflow")
