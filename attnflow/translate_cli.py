@@ -68,26 +68,16 @@ def _label_files(source: Path, pattern: str | None) -> tuple[list[Path], Path | 
 
 def read_label_map(path: str | Path, size: tuple[int, int], label_mode: str, classes: int) -> Tensor:
     """One label file as the model's condition ``[1, C, H, W]`` float (see module docstring)."""
-    from PIL import Image
-
-    from .data.cityscapes import labels_to_onehot
-    from .data.common import DataError, load_image, resize_image, to_tensor
+    from .data.cityscapes import labels_to_onehot, load_label_ids
+    from .data.common import load_image, resize_image, to_tensor
 
     path = Path(path)
     if label_mode == "color":
         img = resize_image(load_image(path, "RGB"), size, "nearest")
         return to_tensor(np.asarray(img)).float().unsqueeze(0)
-    try:
-        with Image.open(path) as im:
-            im.load()
-            img = im.copy()
-    except (OSError, ValueError, SyntaxError) as err:
-        raise DataError(f"label file {path}: cannot be read as an image ({err})") from None
-    if img.mode not in ("L", "P", "I", "I;16"):
-        raise DataError(
-            f"label file {path}: this model takes label ids (label_mode=onehot), so it expects a "
-            f"single-channel label-id PNG (mode L, e.g. *_gtFine_labelIds.png), got mode {img.mode}"
-        )
+    img = load_label_ids(
+        path, "this model takes label ids (label_mode=onehot, e.g. *_gtFine_labelIds.png): "
+    )
     ids = np.asarray(resize_image(img, size, "nearest")).astype(np.int64)
     return labels_to_onehot(torch.from_numpy(ids), classes).unsqueeze(0)
 

@@ -71,7 +71,9 @@ def labels_to_onehot(ids: Tensor, num_classes: int) -> Tensor:
     return out
 
 
-def _load_label_ids(path: Path) -> Image.Image:
+def load_label_ids(path: Path, hint: str = "") -> Image.Image:
+    """A single-channel label-id image (mode L/P/I); a clear DataError otherwise (``hint`` is
+    added to the message, e.g. why this file must hold label ids)."""
     if not path.is_file():
         raise DataError(f"label file {path}: not found")
     try:
@@ -82,7 +84,7 @@ def _load_label_ids(path: Path) -> Image.Image:
         raise DataError(f"label file {path}: cannot be read as an image ({err})") from err
     if img.mode not in ("L", "P", "I", "I;16"):
         raise DataError(
-            f"label file {path}: expected a single-channel label-id PNG (mode L), got mode {img.mode}"
+            f"label file {path}: {hint}expected a single-channel label-id PNG (mode L), got mode {img.mode}"
         )
     return img
 
@@ -154,7 +156,7 @@ class CityscapesPairs(Dataset):
         if self.label_mode == "color":
             lab = to_tensor(np.asarray(resize_image(load_image(label_path, "RGB"), self.size, "nearest")))
         else:
-            ids = np.asarray(resize_image(_load_label_ids(label_path), self.size, "nearest")).astype(np.int64)
+            ids = np.asarray(resize_image(load_label_ids(label_path), self.size, "nearest")).astype(np.int64)
             lab = labels_to_onehot(torch.from_numpy(ids), CITYSCAPES_NUM_IDS)
         return _flip_pair(photo, lab, self.flip)
 
