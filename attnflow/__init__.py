@@ -1,6 +1,5 @@
 """attnflow: normalizing flows with invertible attention (iMap, iTrans), CVPR 2022."""
 
-from . import layers  # noqa: F401  (import order: layers before nets/priors, which use them)
 from .core import Flow, Inverse, Sequential
 from .layers import IMap, ITrans
 

@@ -7,7 +7,7 @@ Jacobian of *that* direction, so ``forward(x)[1] == -inverse(forward(x)[0])[1]``
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor, nn

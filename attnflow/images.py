@@ -1,4 +1,4 @@
-"""Image files: grids of samples and single images, written with Pillow."""
+"""Pictures: image files and sample grids (written with Pillow), and the colours of label maps."""
 
 from __future__ import annotations
 
@@ -10,7 +10,15 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-__all__ = ["save_grid", "save_image", "to_uint8_hwc", "load_image"]
+__all__ = [
+    "save_grid",
+    "save_image",
+    "to_uint8_hwc",
+    "load_image",
+    "label_colors",
+    "CITYSCAPES_COLORS",
+    "SYNTHETIC_PALETTE",
+]
 
 
 def to_uint8_hwc(img: Tensor) -> np.ndarray:
@@ -57,3 +65,45 @@ def load_image(path: str | Path, channels: int = 3) -> Tensor:
         raise ValueError(f"cannot read image {path}: {err}") from None
     t = torch.from_numpy(arr.copy())
     return t.permute(2, 0, 1) if t.dim() == 3 else t.unsqueeze(0)
+
+
+#: Cityscapes label id (0..33) -> colour, from cityscapesScripts ``labels.py`` (for pictures only).
+CITYSCAPES_COLORS = np.array(
+    [
+        (0, 0, 0), (0, 0, 0), (0, 0, 0), (0, 0, 0), (0, 0, 0), (111, 74, 0), (81, 0, 81),
+        (128, 64, 128), (244, 35, 232), (250, 170, 160), (230, 150, 140), (70, 70, 70),
+        (102, 102, 156), (190, 153, 153), (180, 165, 180), (150, 100, 100), (150, 120, 90),
+        (153, 153, 153), (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35),
+        (152, 251, 152), (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70),
+        (0, 60, 100), (0, 0, 90), (0, 0, 110), (0, 80, 100), (0, 0, 230), (119, 11, 32),
+    ],
+    dtype=np.uint8,
+)
+
+
+
+#: Synthetic-pairs label colours (class 0 = background first); Cityscapes-like, all distinct.
+SYNTHETIC_PALETTE = np.array(
+    [
+        (0, 0, 0), (128, 64, 128), (70, 70, 70), (107, 142, 35), (70, 130, 180),
+        (220, 20, 60), (0, 0, 142), (250, 170, 30), (244, 35, 232), (152, 251, 152),
+        (190, 153, 153), (153, 153, 153), (220, 220, 0), (255, 0, 0), (0, 60, 100),
+        (119, 11, 32),
+    ],
+    dtype=np.uint8,
+)
+
+
+def label_colors(labels: Tensor, label_mode: str) -> Tensor:
+    """Label maps as uint8 RGB ``[B, 3, H, W]``: colour maps as they are; one-hot maps through the
+    Cityscapes palette (34 classes) or the synthetic-pairs palette (argmax; no class -> black)."""
+    if label_mode == "color":
+        return labels.round().clamp(0, 255).to(torch.uint8)
+    k = labels.shape[1]
+    palette = CITYSCAPES_COLORS if k == len(CITYSCAPES_COLORS) else SYNTHETIC_PALETTE
+    if k > len(palette):  # many classes: a deterministic spread of colours
+        rng = np.random.default_rng(0)
+        palette = np.concatenate([palette, rng.integers(0, 256, (k - len(palette), 3), dtype=np.uint8)])
+    table = torch.cat([torch.from_numpy(palette[:k].copy()), torch.zeros(1, 3, dtype=torch.uint8)])
+    ids = torch.where(labels.amax(1) > 0.5, labels.argmax(1), torch.full_like(labels.argmax(1), k))
+    return table[ids].permute(0, 3, 1, 2).contiguous()

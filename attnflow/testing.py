@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -62,7 +62,7 @@ def _dropout_off(module: nn.Module) -> Iterator[None]:
         if isinstance(m, nn.modules.dropout._DropoutNd):
             saved.append((m, m.p))
             m.p = 0.0
-        elif hasattr(m, "dropout") and isinstance(getattr(m, "dropout"), float):
+        elif hasattr(m, "dropout") and isinstance(m.dropout, float):
             saved.append((m, m.dropout))
             m.dropout = 0.0
     try:

@@ -14,15 +14,16 @@ import argparse
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 
-from attnflow.arprior import ChannelARPrior, marflow_priors  # noqa: E402
-from attnflow.priors import gaussian_log_prob  # noqa: E402
+from attnflow.models import build_levels  # noqa: E402
+from attnflow.models.marflow import ar_priors  # noqa: E402
+from attnflow.priors import ChannelARPrior, gaussian_log_prob  # noqa: E402
 
 
 def _timer(
@@ -76,7 +77,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     torch.manual_seed(0)
-    priors = marflow_priors(3, 3).to(device=device, dtype=dtype)
+    levels, top = build_levels(3, 3, steps=lambda level, c: [], prior=ar_priors(geometry="reference"))
+    priors = torch.nn.ModuleList([lv.split.prior for lv in levels if lv.split is not None] + [top])
+    priors = priors.to(device=device, dtype=dtype)
     with torch.no_grad():  # move off the N(0, I) init (zero output conv); speed is value-independent
         for p in priors.parameters():
             p.add_(0.01 * torch.randn_like(p))

@@ -22,8 +22,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 
-from attnflow.bench import bench_config  # noqa: E402
 from attnflow.config import load_preset  # noqa: E402
+from attnflow.training.bench import bench_config  # noqa: E402
 
 #: reference SRFlow on an NVIDIA H200, batch 16 (PAPER.md): (train img/s, sample img/s)
 REFERENCE_H200 = {"1-1": (385.0, 1193.0), "2-8": (128.0, 373.0)}

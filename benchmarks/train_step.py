@@ -13,8 +13,8 @@ import sys
 
 import torch
 
-from attnflow.bench import bench_config, format_table
 from attnflow.config import load_preset
+from attnflow.training.bench import bench_config, format_table
 
 
 def main() -> None:

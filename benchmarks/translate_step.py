@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import statistics
 import subprocess
@@ -63,11 +62,11 @@ def _peak_rss_gib() -> float | None:
 
 
 def _memory_row(args: argparse.Namespace, attention: str, batch: int) -> dict:
-    """Peak memory of one row, in this (child) process: :func:`attnflow.bench.bench_config` with one
+    """Peak memory of one row, in this (child) process: :func:`attnflow.training.bench.bench_config` with one
     warm-up and one timed step, then sampling."""
     import torch
 
-    from attnflow.bench import bench_config
+    from attnflow.training.bench import bench_config
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -95,20 +94,19 @@ def _timed_rows(args: argparse.Namespace, batch: int) -> dict[str, dict]:
     """Round-robin timing of every attention kind at one batch size, in this process."""
     import torch
 
-    from attnflow.bench import synchronize
     from attnflow.models import build_model
+    from attnflow.training.bench import synchronize
 
     dev = torch.device(args.device)
-    if dev.type == "cuda":  # as attnflow.bench and training (train.tf32) do
+    if dev.type == "cuda":  # as attnflow.training.bench and training (train.tf32) do
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
     runs = {}
     for attention in args.attentions:
         torch.manual_seed(0)
         model = build_model(_config(args, attention)).to(dev)
-        x = torch.randint(0, model.n_bins, (batch, *model.image_shape), device=dev).float()
-        cond = model.example_condition(batch, dev)
-        model.initialize(x, cond)
+        x, cond = model.example_batch(batch, dev)
+        model.initialize((x, cond))
         model.train()
         runs[attention] = (model, torch.optim.Adamax(model.parameters(), lr=1e-4), x, cond)
 
@@ -116,7 +114,7 @@ def _timed_rows(args: argparse.Namespace, batch: int) -> dict[str, dict]:
         model, opt, x, cond = runs[attention]
         synchronize(dev)
         t0 = time.perf_counter()
-        loss = -model(x, cond).mean() / (x[0].numel() * math.log(2))
+        loss = model((x, cond))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 100.0)
@@ -128,7 +126,7 @@ def _timed_rows(args: argparse.Namespace, batch: int) -> dict[str, dict]:
         model, _, x, cond = runs[attention]
         synchronize(dev)
         t0 = time.perf_counter()
-        model.sample(batch, cond, 0.7)
+        model.sample(batch, cond, temperature=0.7)
         synchronize(dev)
         return time.perf_counter() - t0
 

@@ -23,8 +23,8 @@ from .celeba import CelebASR, SRFolder
 from .cifar import CIFAR10
 from .cityscapes import CityscapesPairs, PairedFolders, SyntheticPairs, write_synthetic_pairs
 from .common import (
-    Compose,
     CenterCrop,
+    Compose,
     DataError,
     GreyToRGB,
     PadTo,
@@ -36,6 +36,8 @@ from .mnist import MNISTIdx, read_idx
 
 __all__ = [
     "get_dataset",
+    "dataset_from_config",
+    "evaluation_data_config",
     "DATASETS",
     "DataError",
     "BundledMNIST",
@@ -167,3 +169,34 @@ def get_dataset(name: str, root: str | os.PathLike | None = None, split: str = "
     # synthetic-pairs
     options.setdefault("n", _SYNTHETIC_DEFAULT_N.get(split, 64))
     return _build(SyntheticPairs, key, options, split=split)
+
+
+def dataset_from_config(data_cfg: dict, split: str, image_shape=None) -> Dataset:
+    """The dataset a config's ``data`` section names, for ``split`` (train / test / val).
+
+    For a generic image ``folder``, ``image_shape`` (the model's C, H, W) sets the channels and
+    size unless the config's ``data.options`` does.
+    """
+    options = dict(data_cfg.get("options") or {})
+    if data_cfg["name"] == "folder" and image_shape is not None:
+        options.setdefault("channels", int(image_shape[0]))
+        options.setdefault("image_size", (int(image_shape[1]), int(image_shape[2])))
+    for key in ("pad_to", "grey_to_rgb"):
+        if data_cfg.get(key):
+            options[key] = data_cfg[key]
+    if data_cfg.get("flip"):
+        options["flip"] = split == "train"
+    return get_dataset(data_cfg["name"], data_cfg.get("root"), split, **options)
+
+
+def evaluation_data_config(config: dict, name: str | None, root: str | None) -> dict:
+    """The training config's ``data`` section with ``--data``/``--data-dir`` applied: another
+    dataset name without a root drops the training root (it belonged to the other dataset)."""
+    data_cfg = dict(config["data"])
+    if name:
+        data_cfg["name"] = name
+    if root:
+        data_cfg["root"] = root
+    elif name and name != config["data"]["name"]:
+        data_cfg["root"] = None
+    return data_cfg

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ..imresize import imresize
+from ..evaluation.imresize import imresize
 from .common import DataError, GreyDigits, check_split, check_sr_sizes, to_uint8
 
 __all__ = [

@@ -36,6 +36,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ..images import SYNTHETIC_PALETTE
 from .common import (
     IMAGE_EXTENSIONS,
     DataError,
@@ -51,8 +52,8 @@ __all__ = [
     "SyntheticPairs",
     "write_synthetic_pairs",
     "labels_to_onehot",
+    "read_label_map",
     "CITYSCAPES_NUM_IDS",
-    "SYNTHETIC_PALETTE",
 ]
 
 CITYSCAPES_NUM_IDS = 34
@@ -87,6 +88,18 @@ def load_label_ids(path: Path, hint: str = "") -> Image.Image:
             f"label file {path}: {hint}expected a single-channel label-id PNG (mode L), got mode {img.mode}"
         )
     return img
+
+
+def read_label_map(
+    path: Path, size: tuple[int, int], label_mode: str, classes: int = CITYSCAPES_NUM_IDS, hint: str = ""
+) -> Tensor:
+    """One label file resized (nearest) to ``size``: ``label_mode="color"``, an RGB image as uint8
+    ``[3, H, W]``; ``"onehot"``, a label-id PNG as float32 ``[classes, H, W]`` (ids outside
+    ``0..classes-1`` give all-zero vectors). ``hint`` is added to the message of a wrong file."""
+    if label_mode == "color":
+        return to_tensor(np.asarray(resize_image(load_image(path, "RGB"), size, "nearest")))
+    ids = np.asarray(resize_image(load_label_ids(Path(path), hint), size, "nearest")).astype(np.int64)
+    return labels_to_onehot(torch.from_numpy(ids), classes)
 
 
 def _flip_pair(a: Tensor, b: Tensor, flip: bool) -> tuple[Tensor, Tensor]:
@@ -153,12 +166,7 @@ class CityscapesPairs(Dataset):
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
         photo_path, label_path = self.pairs[i]
         photo = to_tensor(np.asarray(resize_image(load_image(photo_path, "RGB"), self.size, "bicubic")))
-        if self.label_mode == "color":
-            lab = to_tensor(np.asarray(resize_image(load_image(label_path, "RGB"), self.size, "nearest")))
-        else:
-            ids = np.asarray(resize_image(load_label_ids(label_path), self.size, "nearest")).astype(np.int64)
-            lab = labels_to_onehot(torch.from_numpy(ids), CITYSCAPES_NUM_IDS)
-        return _flip_pair(photo, lab, self.flip)
+        return _flip_pair(photo, read_label_map(label_path, self.size, self.label_mode), self.flip)
 
 
 def _stem_index(folder: Path) -> dict[str, Path]:
@@ -210,21 +218,10 @@ class PairedFolders(Dataset):
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
         photo_path, label_path = self.pairs[i]
         photo = to_tensor(np.asarray(resize_image(load_image(photo_path, "RGB"), self.size, "bicubic")))
-        lab = to_tensor(np.asarray(resize_image(load_image(label_path, "RGB"), self.size, "nearest")))
-        return _flip_pair(photo, lab, self.flip)
+        return _flip_pair(photo, read_label_map(label_path, self.size, "color"), self.flip)
 
 
 # ----------------------------------------------------------------------------------- synthetic
-# Label colours (class 0 = background first); Cityscapes-like, all distinct.
-SYNTHETIC_PALETTE = np.array(
-    [
-        (0, 0, 0), (128, 64, 128), (70, 70, 70), (107, 142, 35), (70, 130, 180),
-        (220, 20, 60), (0, 0, 142), (250, 170, 30), (244, 35, 232), (152, 251, 152),
-        (190, 153, 153), (153, 153, 153), (220, 220, 0), (255, 0, 0), (0, 60, 100),
-        (119, 11, 32),
-    ],
-    dtype=np.uint8,
-)
 _SPLIT_STREAM = {"train": 0, "val": 1, "test": 2}
 
 

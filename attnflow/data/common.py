@@ -15,8 +15,8 @@ draw from torch's global RNG, which :class:`torch.utils.data.DataLoader` seeds p
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -294,7 +294,7 @@ def make_sr_pair(
     Returns ``(hr uint8 [3, hr, hr], lr uint8 [3, hr/scale, hr/scale])``. The LR image is always
     computed from the (flipped) HR image, so ``lr == to_uint8(imresize(hr.double(), 1/scale))``.
     """
-    from ..imresize import imresize
+    from ..evaluation.imresize import imresize
 
     if img.mode != "RGB":
         img = img.convert("RGB")

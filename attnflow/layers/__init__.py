@@ -1,4 +1,4 @@
-"""Invertible layers. Every one is a :class:`attnflow.core.Flow` except :class:`Split`."""
+"""Invertible layers, each an :class:`attnflow.core.Flow`."""
 
 from .attention import IMap, ITrans
 from .conv import InvConv1x1
@@ -11,7 +11,7 @@ from .coupling import (
 from .dequant import Dequantize, Logit, quantize
 from .masks import MASK_KINDS, make_mask
 from .norm import ActNorm
-from .reshape import Split, Squeeze, SwapHalves
+from .reshape import Squeeze, SwapHalves
 
 __all__ = [
     "IMap",
@@ -27,7 +27,6 @@ __all__ = [
     "MASK_KINDS",
     "make_mask",
     "ActNorm",
-    "Split",
     "Squeeze",
     "SwapHalves",
 ]

@@ -21,17 +21,16 @@ a scale (the design rule "bounded scales, never a raw exp" for anything a networ
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..core import Flow, check_cond, check_input
-from ..priors import soft_clamp
+from ..nn import ActNormParams, soft_clamp
 from .conv import lu_inverse_weight, lu_weight, register_lu_factors
 from .coupling import ConditionalAffineCoupling
-from .norm import _ActNormParams
 
 __all__ = [
     "CondVectorNet",
@@ -110,7 +109,7 @@ class _CondVectorLayer(Flow):
         return check_cond(self, cond, x, self.cond_channels)
 
 
-class ConditionalActNorm(_ActNormParams, _CondVectorLayer):
+class ConditionalActNorm(ActNormParams, _CondVectorLayer):
     """Conditional actnorm: ``y = (x + b + t(c)) * exp(logs + s(c))`` per sample and channel.
 
     ``(t, s_raw) = CondVectorNet(c)``, ``s = soft_clamp(s_raw, max_log_scale)``; log-det

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..core import Flow, check_cond, check_input
-from ..nets import GlowNet, bounded_scale
+from ..nn import GlowNet, bounded_scale
 
 __all__ = [
     "AffineCoupling",
@@ -260,7 +260,7 @@ class MixtureLogisticCoupling(_Coupling):
 
     The inverse solves ``F_mix(x) = sigmoid(y * exp(-a) - t)`` by bracketed Newton
     (:func:`mixture_logistic_inverse`). ``net`` defaults to the Flow++ network
-    (:class:`attnflow.nets.FlowPPNet`); any module mapping ``id_channels + cond_channels`` to
+    (:class:`attnflow.nn.FlowPPNet`); any module mapping ``id_channels + cond_channels`` to
     ``tr_channels * (2 + 3K)`` channels works.
     """
 
@@ -284,7 +284,7 @@ class MixtureLogisticCoupling(_Coupling):
         self.min_log_scale = min_log_scale
         out_channels = self.tr_channels * (2 + 3 * components)
         if net is None:
-            from ..nets import FlowPPNet
+            from ..nn import FlowPPNet
 
             net = FlowPPNet(
                 self.id_channels + cond_channels,

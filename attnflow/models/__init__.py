@@ -1,7 +1,34 @@
-"""Models: multi-scale flows and their backbones."""
+"""Models: one contract (:class:`FlowModel`) for every family, the level builder, the backbones.
 
-from .build import build_model
-from .multiscale import Level, MultiScaleFlow, dequantization_noise
-from .steps import AttentionConfig, make_step
+Families: :class:`MultiScaleFlow` (unconditional generation; Glow or mARFlow steps), :class:`SRFlow`
+(super-resolution) and :class:`FullGlow` (label-to-photo translation). Build any of them from a
+config with :func:`build_model`.
+"""
 
-__all__ = ["build_model", "Level", "MultiScaleFlow", "dequantization_noise", "AttentionConfig", "make_step"]
+from .base import TASKS, FlowModel
+from .fullglow import FullGlow, SourceGlow
+from .multiscale import Level, MultiScaleFlow, build_levels, dequantization_noise
+from .registry import BACKBONES, build_model, complete_config, register_backbone
+from .srflow import RRDBEncoder, SRFlow
+from .steps import ATTENTION_KINDS, POSITIONS, AttentionConfig, make_step
+
+__all__ = [
+    "TASKS",
+    "FlowModel",
+    "MultiScaleFlow",
+    "SRFlow",
+    "RRDBEncoder",
+    "FullGlow",
+    "SourceGlow",
+    "Level",
+    "build_levels",
+    "dequantization_noise",
+    "BACKBONES",
+    "build_model",
+    "complete_config",
+    "register_backbone",
+    "ATTENTION_KINDS",
+    "POSITIONS",
+    "AttentionConfig",
+    "make_step",
+]

@@ -34,44 +34,25 @@ batch size works and a sample's results do not depend on the rest of its batch.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from ..config import ConfigError
-from ..core import Sequential, initialize_data_dependent
-from ..layers import ActNorm, AffineCoupling, InvConv1x1, Split, Squeeze
-from ..layers.conditional import CondNetAffineCoupling, ConditionalActNorm, ConditionalInvConv1x1
-from ..layers.dequant import Dequantize, quantize
+from ..core import Flow, Sequential
+from ..images import CITYSCAPES_COLORS, label_colors
+from ..layers import ActNorm, AffineCoupling, Dequantize, InvConv1x1, quantize
+from ..layers.conditional import ConditionalActNorm, ConditionalInvConv1x1, CondNetAffineCoupling
 from ..priors import DiagonalGaussian
-from .build import attention_from_config, register_backbone
-from .build import cond_options as _cond_options
-from .multiscale import Level, MultiScaleFlow
+from .base import FlowModel
+from .multiscale import Level, MultiScaleFlow, build_levels
+from .options import attention_from_config
+from .options import cond_options as _cond_options
 from .steps import AttentionConfig, make_step
 
-__all__ = [
-    "FullGlow",
-    "SourceGlow",
-    "build_fullglow",
-    "label_colors",
-    "CITYSCAPES_COLORS",
-    "COND_DEFAULTS",
-]
-
-#: Cityscapes label id (0..33) -> colour, from cityscapesScripts ``labels.py`` (for pictures only).
-CITYSCAPES_COLORS = np.array(
-    [
-        (0, 0, 0), (0, 0, 0), (0, 0, 0), (0, 0, 0), (0, 0, 0), (111, 74, 0), (81, 0, 81),
-        (128, 64, 128), (244, 35, 232), (250, 170, 160), (230, 150, 140), (70, 70, 70),
-        (102, 102, 156), (190, 153, 153), (180, 165, 180), (150, 100, 100), (150, 120, 90),
-        (153, 153, 153), (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35),
-        (152, 251, 152), (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70),
-        (0, 60, 100), (0, 0, 90), (0, 0, 110), (0, 80, 100), (0, 0, 230), (119, 11, 32),
-    ],
-    dtype=np.uint8,
-)
+__all__ = ["FullGlow", "SourceGlow", "build_fullglow", "COND_DEFAULTS"]
 
 #: ``model.cond`` keys of the ``fullglow`` backbone and their defaults.
 COND_DEFAULTS: dict[str, Any] = {
@@ -126,27 +107,27 @@ class SourceGlow(MultiScaleFlow):
         return acts, logdet + self._prior_terms(latents, contexts, [None] * len(self.levels))
 
 
-class _TargetLevel(nn.Module):
-    """Target steps, their routes (which source activation conditions each layer), the split."""
-
-    def __init__(self, steps: list[Sequential], split: Split | None) -> None:
-        super().__init__()
-        self.steps = nn.ModuleList(steps)
-        self.split = split
-        self.routes = [tuple(_ROUTE.get(type(layer)) for layer in step) for step in steps]
+def _routes(level: Level) -> list[tuple[int | None, ...]]:
+    """For each step of a target level: which source activation conditions each of its layers."""
+    _, *steps = level.flow
+    return [tuple(_ROUTE.get(type(layer)) for layer in step) for step in steps]
 
 
-class FullGlow(nn.Module):
+def _gaussian_priors(level: int, channels: int, context: int) -> DiagonalGaussian:
+    return DiagonalGaussian(channels, context_channels=context)
+
+
+class FullGlow(FlowModel):
     """Conditional flow ``p(photo | labels)`` (target Glow) with a source Glow ``p(labels)``.
 
-    Public API (mirrors :class:`~attnflow.models.MultiScaleFlow`; ``labels`` is the condition):
-    ``log_prob(photo, labels)``, ``forward(photo, labels)`` (training objective),
-    ``source_log_prob(labels)``, ``encode``/``decode`` (exact), ``sample(n, labels, temperature)``,
-    ``initialize(photo, labels)``, ``prior_log_prob``, ``latent_shapes``, ``visualize``,
-    ``example_condition``, ``n_bins``, ``image_shape``, ``conditioner`` (the source Glow).
-    Photos are ``[B, *image_shape]`` integer pixels (as float or uint8); labels are
-    ``[B, 3, H, W]`` 8-bit colour maps or ``[B, classes, H, W]`` one-hot maps.
+    The :class:`~attnflow.models.base.FlowModel` contract with ``cond`` = the label maps, plus
+    ``source_log_prob(labels)``. Photos are ``[B, *image_shape]`` integer pixels (as float or
+    uint8); labels are ``[B, 3, H, W]`` 8-bit colour maps or ``[B, classes, H, W]`` one-hot maps.
+    The training objective is ``log p(photo | labels) + lambda * log p(labels)``.
     """
+
+    task = "translation"
+    condition_name = "label map"
 
     def __init__(
         self,
@@ -189,50 +170,46 @@ class FullGlow(nn.Module):
         attention = attention or AttentionConfig()
         self.attention_kind = attention.kind
 
-        src_levels: list[Level] = []
-        tgt_levels: list[_TargetLevel] = []
-        ch, sch, h, w = c, self.source_channels, height, width
-        for level in range(levels):
-            ch, sch, h, w = 4 * ch, 4 * sch, h // 2, w // 2
-            net = dict(size=None if cond_grid else (h, w), grid=cond_grid, hidden=tuple(cond_mlp))
-            src_steps, tgt_steps = [], []
-            for _ in range(steps):
-                src_steps.append(Sequential(ActNorm(sch), InvConv1x1(sch), AffineCoupling(sch, hidden=hidden)))
-                tgt_steps.append(
-                    make_step(
-                        ConditionalActNorm(ch, sch, max_log_scale=max_log_scale, **net),
-                        ConditionalInvConv1x1(ch, sch, max_log_scale=max_log_scale, **net),
-                        [CondNetAffineCoupling(ch, sch, hidden=hidden, cond_hidden=cond_hidden)],
-                        attention.make(ch, level),
-                        attention.position,
-                    )
+        def source_steps(level: int, channels: int) -> list[Flow]:
+            return [
+                Sequential(ActNorm(channels), InvConv1x1(channels), AffineCoupling(channels, hidden=hidden))
+                for _ in range(steps)
+            ]
+
+        src_levels, src_top = build_levels(
+            self.source_channels, levels, steps=source_steps, prior=_gaussian_priors
+        )
+
+        def target_steps(level: int, channels: int) -> list[Flow]:
+            sch = src_levels[level].channels
+            size = (height >> (level + 1), width >> (level + 1))
+            net = dict(size=None if cond_grid else size, grid=cond_grid, hidden=tuple(cond_mlp))
+            return [
+                make_step(
+                    ConditionalActNorm(channels, sch, max_log_scale=max_log_scale, **net),
+                    ConditionalInvConv1x1(channels, sch, max_log_scale=max_log_scale, **net),
+                    [CondNetAffineCoupling(channels, sch, hidden=hidden, cond_hidden=cond_hidden)],
+                    attention.make(channels, level),
+                    attention.position,
                 )
-            last = level == levels - 1
-            src_levels.append(Level(Sequential(Squeeze(2), *src_steps), None if last else _split(sch)))
-            tgt_levels.append(_TargetLevel(tgt_steps, None if last else _split(ch)))
-            if not last:
-                ch, sch = ch - ch // 2, sch - sch // 2
+                for _ in range(steps)
+            ]
+
+        tgt_levels, tgt_top = build_levels(c, levels, steps=target_steps, prior=_gaussian_priors)
         self.source = SourceGlow(
-            src_levels, DiagonalGaussian(sch), preprocess=Dequantize(256),
+            src_levels, src_top, preprocess=Dequantize(256),
             image_shape=(self.source_channels, height, width), n_bins=256,
         )
         self.preprocess = Dequantize(self.n_bins)
-        self.squeeze = Squeeze(2)
         self.levels = nn.ModuleList(tgt_levels)
-        self.top_prior = DiagonalGaussian(ch)
+        self.top_prior = tgt_top
+        self.routes = [_routes(level) for level in tgt_levels]
 
     # --- inputs ------------------------------------------------------------------------------
-    @property
-    def conditioner(self) -> SourceGlow:
-        """The source Glow (non-None: this model is conditional)."""
-        return self.source
+    def _data_mismatch(self, x: Tensor, cond: Tensor | None) -> str:
+        return f"expected photos [B, {', '.join(map(str, self.image_shape))}], got {tuple(x.shape)}"
 
-    def _check_photo(self, photo: Tensor) -> None:
-        if not isinstance(photo, Tensor) or photo.dim() != 4 or tuple(photo.shape[1:]) != self.image_shape:
-            got = tuple(photo.shape) if isinstance(photo, Tensor) else type(photo).__name__
-            raise ValueError(f"FullGlow: expected photos [B, {', '.join(map(str, self.image_shape))}], got {got}")
-
-    def _check_labels(self, labels: Tensor | None, batch: int | None = None) -> Tensor:
+    def check_condition(self, labels: Tensor | None, batch: int | None = None) -> Tensor:
         expected = (self.source_channels, *self.image_shape[1:])
         what = (
             "colour label maps [B, 3, H, W] (label_mode=color)"
@@ -262,13 +239,14 @@ class FullGlow(nn.Module):
         return self.source.activations(self.source_levels(labels), density=density)
 
     # --- target flow ---------------------------------------------------------------------------
-    def _encode(self, photo: Tensor, acts: list) -> tuple[list[Tensor], list[Tensor | None], Tensor]:
+    def _forward_levels(self, photo: Tensor, acts: list) -> tuple[list[Tensor], list[Tensor | None], Tensor]:
         h, logdet = self.preprocess(photo)
         latents: list[Tensor] = []
         contexts: list[Tensor | None] = []
-        for level, level_acts in zip(self.levels, acts):
-            h, _ = self.squeeze(h)
-            for step, route, outs in zip(level.steps, level.routes, level_acts):
+        for level, routes, level_acts in zip(self.levels, self.routes, acts):
+            squeeze, *steps = level.flow
+            h, _ = squeeze(h)
+            for step, route, outs in zip(steps, routes, level_acts):
                 for layer, src in zip(step, route):
                     h, ld = layer(h, None if src is None else outs[src])
                     logdet = logdet + ld
@@ -287,17 +265,16 @@ class FullGlow(nn.Module):
             logp = logp + split.log_prob(z2, ctx)
         return logp
 
-    def _inverse_level(self, level: _TargetLevel, h: Tensor, level_acts: list) -> Tensor:
-        for step, route, outs in zip(reversed(level.steps), reversed(level.routes), reversed(level_acts)):
+    def _inverse_level(self, i: int, h: Tensor, level_acts: list) -> Tensor:
+        squeeze, *steps = self.levels[i].flow
+        for step, route, outs in zip(reversed(steps), reversed(self.routes[i]), reversed(level_acts)):
             for layer, src in zip(reversed(step), reversed(route)):
                 h, _ = layer.inverse(h, None if src is None else outs[src])
-        h, _ = self.squeeze.inverse(h)
+        h, _ = squeeze.inverse(h)
         return h
 
-    def _decode(self, latents: list[Tensor], acts: list, return_contexts: bool = False):
+    def _inverse_levels(self, latents: list[Tensor], acts: list, return_contexts: bool = False):
         n_splits = len(self.levels) - 1
-        if len(latents) != n_splits + 1:
-            raise ValueError(f"FullGlow: expected {n_splits + 1} latents, got {len(latents)}")
         h = latents[-1]
         contexts: list[Tensor | None] = [None] * (n_splits + 1)
         for i in reversed(range(len(self.levels))):
@@ -305,60 +282,44 @@ class FullGlow(nn.Module):
             if level.split is not None:
                 contexts[i] = h
                 h = level.split.inverse(h, latents[i])
-            h = self._inverse_level(level, h, acts[i])
+            h = self._inverse_level(i, h, acts[i])
         if return_contexts:
             return contexts
         x, _ = self.preprocess.inverse(h)
         return x
 
-    # --- densities -----------------------------------------------------------------------------
-    def log_prob(self, photo: Tensor, labels: Tensor | None = None) -> Tensor:
-        """``log p(photo | labels)`` in nats, ``[B]`` (the conditional likelihood only)."""
-        self._check_photo(photo)
-        acts, _ = self._source(self._check_labels(labels, photo.shape[0]), density=False)
-        latents, contexts, logdet = self._encode(photo, acts)
+    # --- the contract's hooks ------------------------------------------------------------------
+    def _log_prob(self, photo: Tensor, labels: Tensor | None) -> Tensor:
+        acts, _ = self._source(labels, density=False)
+        latents, contexts, logdet = self._forward_levels(photo, acts)
         return logdet + self._prior_terms(latents, contexts)
 
-    def source_log_prob(self, labels: Tensor) -> Tensor:
-        """``log p(labels)`` of the source Glow in nats, ``[B]``."""
-        return self._source(self._check_labels(labels), density=True)[1]
-
-    def forward(self, photo: Tensor, labels: Tensor | None = None) -> Tensor:
-        """Training objective ``log p(photo | labels) + lambda * log p(labels)``, ``[B]``.
-
-        Through ``forward`` so that DistributedDataParallel sees it; gradients of the conditional
-        term also reach the source Glow through its activations.
-        """
-        self._check_photo(photo)
-        acts, source_logp = self._source(self._check_labels(labels, photo.shape[0]), density=True)
-        latents, contexts, logdet = self._encode(photo, acts)
+    def _objective_log_prob(self, photo: Tensor, labels: Tensor | None) -> Tensor:
+        """``log p(photo | labels) + lambda * log p(labels)``; gradients of the conditional term
+        also reach the source Glow through its activations."""
+        acts, source_logp = self._source(labels, density=True)
+        latents, contexts, logdet = self._forward_levels(photo, acts)
         # lambda = 0 still multiplies: every parameter stays in the graph (DDP needs that)
         return logdet + self._prior_terms(latents, contexts) + self.source_weight * source_logp
 
-    def prior_log_prob(self, latents: Sequence[Tensor], labels: Tensor | None = None) -> Tensor:
-        """Sum of the target priors' log-densities of ``latents`` (contexts rebuilt by decoding)."""
-        latents = list(latents)
-        acts, _ = self._source(self._check_labels(labels, latents[-1].shape[0]), density=False)
-        contexts = self._decode(latents, acts, return_contexts=True)
-        return self._prior_terms(latents, contexts)
+    def source_log_prob(self, labels: Tensor) -> Tensor:
+        """``log p(labels)`` of the source Glow in nats, ``[B]``."""
+        return self._source(self.check_condition(labels), density=True)[1]
 
-    # --- encode / decode / sample --------------------------------------------------------------
-    def encode(self, photo: Tensor, labels: Tensor | None = None) -> tuple[list[Tensor], Tensor]:
-        """``photo -> (latents, logdet)`` given ``labels``: split latents (finest first), top last;
-        ``logdet`` of the target flow including its dequantisation, ``[B]``."""
-        self._check_photo(photo)
-        acts, _ = self._source(self._check_labels(labels, photo.shape[0]), density=False)
-        latents, _, logdet = self._encode(photo, acts)
+    def _prior_log_prob(self, latents: list[Tensor], labels: Tensor | None) -> Tensor:
+        acts, _ = self._source(labels, density=False)
+        return self._prior_terms(latents, self._inverse_levels(latents, acts, return_contexts=True))
+
+    def _encode(self, photo: Tensor, labels: Tensor | None) -> tuple[list[Tensor], Tensor]:
+        acts, _ = self._source(labels, density=False)
+        latents, _, logdet = self._forward_levels(photo, acts)
         return latents, logdet
 
-    def decode(self, latents: Sequence[Tensor], labels: Tensor | None = None) -> Tensor:
-        """Exact inverse of :meth:`encode`: latents -> the dequantised (continuous) photo."""
-        latents = list(latents)
-        acts, _ = self._source(self._check_labels(labels, latents[-1].shape[0]), density=False)
-        return self._decode(latents, acts)
+    def _decode(self, latents: list[Tensor], labels: Tensor | None) -> Tensor:
+        acts, _ = self._source(labels, density=False)
+        return self._inverse_levels(latents, acts)
 
-    def latent_shapes(self, batch: int) -> list[tuple[int, ...]]:
-        """Shapes of :meth:`encode`'s latents for ``batch`` photos."""
+    def latent_shapes(self, batch: int, cond: Tensor | None = None) -> list[tuple[int, ...]]:
         c, h, w = self.image_shape
         shapes = []
         for level in self.levels:
@@ -369,13 +330,7 @@ class FullGlow(nn.Module):
         shapes.append((batch, c, h, w))
         return shapes
 
-    @torch.no_grad()
-    def sample(self, n: int, labels: Tensor | None = None, temperature: float = 1.0) -> Tensor:
-        """``n`` photos (uint8 ``[n, C, H, W]``) for ``labels``: one label map per photo, or one
-        label map (batch 1) for all ``n``. Every Gaussian's std is scaled by ``temperature``."""
-        labels = self._check_labels(labels)
-        if labels.shape[0] not in (1, n):
-            raise ValueError(f"FullGlow.sample: give 1 or n={n} label maps, got {labels.shape[0]}")
+    def _sample(self, n: int, labels: Tensor | None, temperature: float) -> Tensor:
         acts, _ = self._source(labels, density=False)
         if labels.shape[0] == 1 and n > 1:  # run the source Glow once, share its activations
             acts = [[[a.expand(n, *a.shape[1:]) for a in outs] for outs in lvl] for lvl in acts]
@@ -385,33 +340,26 @@ class FullGlow(nn.Module):
             level = self.levels[i]
             if level.split is not None:
                 h = level.split.inverse(h, level.split.sample(h, None, temperature))
-            h = self._inverse_level(level, h, acts[i])
+            h = self._inverse_level(i, h, acts[i])
         x, _ = self.preprocess.inverse(h)
         return quantize(x, self.n_bins)
 
-    def sample_image_shape(self, cond: Tensor | None = None) -> tuple[int, ...]:
-        return self.image_shape
-
-    # --- set-up and helpers --------------------------------------------------------------------
-    def initialize(self, photo: Tensor, labels: Tensor | None = None) -> None:
-        """Data-dependent initialisation of both Glows from one batch (before any DDP wrap)."""
-        initialize_data_dependent(self, self.forward, photo, labels)
-
-    def num_dims(self, x: Tensor) -> int:
-        return int(math.prod(x.shape[1:]))
-
-    def example_condition(self, batch: int, device: torch.device | str = "cpu") -> Tensor:
-        """Random label maps of the right kind (for benchmarks)."""
+    # --- helpers ---------------------------------------------------------------------------------
+    def example_batch(self, batch: int, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
+        """Random ``(photos, label maps)`` of the right kind (for benchmarks)."""
         _, h, w = self.image_shape
         gen = torch.Generator().manual_seed(0)
+        photos = torch.randint(0, self.n_bins, (batch, *self.image_shape), generator=gen).float()
         if self.label_mode == "color":
             ids = torch.randint(0, len(CITYSCAPES_COLORS), (batch, h // 8 + 1, w // 8 + 1), generator=gen)
             colors = torch.from_numpy(CITYSCAPES_COLORS)[ids].permute(0, 3, 1, 2).float()
-            return torch.nn.functional.interpolate(colors, scale_factor=8, mode="nearest")[:, :, :h, :w].to(device)
-        ids = torch.randint(0, self.source_channels, (batch, h, w), generator=gen)
-        return torch.nn.functional.one_hot(ids, self.source_channels).permute(0, 3, 1, 2).float().to(device)
+            labels = torch.nn.functional.interpolate(colors, scale_factor=8, mode="nearest")[:, :, :h, :w]
+        else:
+            ids = torch.randint(0, self.source_channels, (batch, h, w), generator=gen)
+            labels = torch.nn.functional.one_hot(ids, self.source_channels).permute(0, 3, 1, 2).float()
+        return photos.to(device), labels.to(device)
 
-    def visualize(self, labels: Tensor, samples: Tensor) -> Tensor:
+    def visualize(self, labels: Tensor | None, samples: Tensor) -> Tensor:
         """``[n, 3, H, 2W]`` uint8 pictures: label map (coloured) | photo, side by side."""
         if labels.shape[0] == 1 and samples.shape[0] > 1:
             labels = labels.expand(samples.shape[0], *labels.shape[1:])
@@ -426,28 +374,6 @@ class FullGlow(nn.Module):
         )
 
 
-def _split(channels: int) -> Split:
-    keep = channels - channels // 2
-    return Split(channels, DiagonalGaussian(channels - keep, context_channels=keep), keep=keep)
-
-
-def label_colors(labels: Tensor, label_mode: str) -> Tensor:
-    """Label maps as uint8 RGB ``[B, 3, H, W]``: colour maps as they are; one-hot maps through the
-    Cityscapes palette (34 classes) or the synthetic-pairs palette (argmax; no class -> black)."""
-    if label_mode == "color":
-        return labels.round().clamp(0, 255).to(torch.uint8)
-    from ..data.cityscapes import SYNTHETIC_PALETTE
-
-    k = labels.shape[1]
-    palette = CITYSCAPES_COLORS if k == len(CITYSCAPES_COLORS) else SYNTHETIC_PALETTE
-    if k > len(palette):  # many classes: a deterministic spread of colours
-        rng = np.random.default_rng(0)
-        palette = np.concatenate([palette, rng.integers(0, 256, (k - len(palette), 3), dtype=np.uint8)])
-    table = torch.cat([torch.from_numpy(palette[:k].copy()), torch.zeros(1, 3, dtype=torch.uint8)])
-    ids = torch.where(labels.amax(1) > 0.5, labels.argmax(1), torch.full_like(labels.argmax(1), k))
-    return table[ids].permute(0, 3, 1, 2).contiguous()
-
-
 # ------------------------------------------------------------------------------------------------
 # builder
 # ------------------------------------------------------------------------------------------------
@@ -458,7 +384,6 @@ def cond_options(m: dict) -> dict[str, Any]:
     return _cond_options(m, COND_DEFAULTS, "fullglow")
 
 
-@register_backbone("fullglow")
 def build_fullglow(m: dict) -> FullGlow:
     """``FullGlow`` from a config's ``model`` section (``backbone: fullglow``)."""
     if m.get("prior", "gaussian") != "gaussian":

@@ -1,22 +1,19 @@
-"""Unconditional multi-scale flows: Glow steps (affine coupling) and the shared level builder."""
+"""Unconditional multi-scale flows with Glow steps: (actnorm, LU 1x1 conv, coupling) plus attention."""
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
-
-
-from ..core import Flow, Sequential
-from ..layers import ActNorm, AffineCoupling, InvConv1x1, Split, Squeeze
-from ..layers.dequant import Dequantize
-from ..priors import DiagonalGaussian, Prior
-from .multiscale import Level, MultiScaleFlow
+from ..core import Flow
+from ..layers import ActNorm, AffineCoupling, Dequantize, InvConv1x1
+from ..priors import DiagonalGaussian
+from .multiscale import MultiScaleFlow, PriorFactory, build_levels
 from .steps import AttentionConfig, make_step
 
-__all__ = ["build_unconditional", "glow_coupling", "gaussian_priors"]
+__all__ = ["build_unconditional", "glow_coupling", "gaussian_priors", "CouplingFactory"]
 
 CouplingFactory = Callable[[int], Sequence[Flow]]
-PriorFactory = Callable[[int, int], Prior]  # (channels, context_channels) -> prior
+"""``channels -> the coupling stage of one step`` (one or more flows)."""
 
 
 def glow_coupling(hidden: int) -> CouplingFactory:
@@ -26,7 +23,7 @@ def glow_coupling(hidden: int) -> CouplingFactory:
 
 def gaussian_priors() -> PriorFactory:
     """Glow's priors: ``N(mean(z1), std(z1))`` by a zero-initialised conv at splits, learned at the top."""
-    return lambda channels, context: DiagonalGaussian(channels, context_channels=context)
+    return lambda level, channels, context: DiagonalGaussian(channels, context_channels=context)
 
 
 def build_unconditional(
@@ -52,29 +49,18 @@ def build_unconditional(
             f"image size {h}x{w} must be divisible by 2**levels = {2 ** levels} (levels={levels})"
         )
     attention = attention or AttentionConfig()
-    built: list[Level] = []
-    channels = c
-    for level in range(levels):
-        channels *= 4
-        layers: list[Flow] = [Squeeze(2)]
-        for _ in range(steps):
-            layers.append(
-                make_step(
-                    ActNorm(channels),
-                    InvConv1x1(channels),
-                    coupling(channels),
-                    attention.make(channels, level),
-                    attention.position,
-                )
+
+    def level_steps(level: int, channels: int) -> list[Flow]:
+        return [
+            make_step(
+                ActNorm(channels),
+                InvConv1x1(channels),
+                coupling(channels),
+                attention.make(channels, level),
+                attention.position,
             )
-        split = None
-        if level < levels - 1:
-            keep = channels - channels // 2
-            split = Split(channels, prior(channels - keep, keep), keep=keep)
-        built.append(Level(Sequential(*layers), split))
-        if split is not None:
-            channels = split.keep
-    top = prior(channels, 0)
+            for _ in range(steps)
+        ]
+
+    built, top = build_levels(c, levels, steps=level_steps, prior=prior)
     return MultiScaleFlow(built, top, preprocess=Dequantize(n_bins), image_shape=image_shape, n_bins=n_bins)
-
-

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from ..layers import MixtureLogisticCoupling, SwapHalves
-from .glow import CouplingFactory, PriorFactory
+from ..priors import ChannelARPrior, reference_geometry
+from .glow import CouplingFactory
+from .multiscale import PriorFactory
 
-__all__ = ["mixture_coupling", "ar_priors"]
+__all__ = ["mixture_coupling", "ar_priors", "PRIOR_GEOMETRIES"]
+
+PRIOR_GEOMETRIES = ("reference", "uniform")
 
 
 def mixture_coupling(
@@ -29,10 +33,23 @@ def mixture_coupling(
     return make
 
 
-def ar_priors(hidden: int = 32, layers: int = 3) -> PriorFactory:
-    """mARFlow's prior: per level, a ConvLSTM autoregressive over the channels of ``z2`` given ``z1``."""
-    from ..arprior import ChannelARPrior
+def ar_priors(
+    hidden: int = 32, layers: int = 3, *, geometry: str = "reference", cond_channels: int = 0
+) -> PriorFactory:
+    """mARFlow's prior: per level, a ConvLSTM autoregressive over the channels of ``z2`` given ``z1``.
 
-    return lambda channels, context: ChannelARPrior(
-        channels, context_channels=context, hidden=hidden, layers=layers
-    )
+    ``geometry="reference"``: the ConvLSTM kernel / dilation of the official code per level (5/2 at
+    the finest, 5/1, then 3/1; :func:`~attnflow.priors.reference_geometry`); ``"uniform"``: 5/1 at
+    every level. ``cond_channels``: width of an external condition at every level (0: none).
+    """
+    if geometry not in PRIOR_GEOMETRIES:
+        raise ValueError(f"prior geometry must be one of {', '.join(PRIOR_GEOMETRIES)}, got {geometry!r}")
+
+    def make(level: int, channels: int, context: int) -> ChannelARPrior:
+        kernel, dilation = reference_geometry(level + 1) if geometry == "reference" else (5, 1)
+        return ChannelARPrior(
+            channels, context, cond_channels, hidden=hidden, layers=layers,
+            kernel_size=kernel, dilation=dilation,
+        )
+
+    return make

@@ -1,20 +1,19 @@
-"""Glow-style multi-scale flow: levels of (squeeze, K steps, split), a top prior, exact decode."""
+"""Multi-scale flows: levels of (squeeze, K steps, split), a top prior, exact decode, and the one
+level builder every backbone uses (:func:`build_levels`)."""
 
 from __future__ import annotations
 
 import contextlib
-import math
-from typing import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
-import torch
 from torch import Tensor, nn
 
-from ..core import Flow, initialize_data_dependent
-from ..layers.dequant import Dequantize, quantize
-from ..layers.reshape import Split
-from ..priors import Prior
+from ..core import Flow, Sequential
+from ..layers import Dequantize, Squeeze, quantize
+from ..priors import Prior, Split
+from .base import FlowModel
 
-__all__ = ["Level", "MultiScaleFlow", "dequantization_noise"]
+__all__ = ["Level", "MultiScaleFlow", "build_levels", "dequantization_noise", "StepFactory", "PriorFactory"]
 
 
 class Level(nn.Module):
@@ -24,11 +23,14 @@ class Level(nn.Module):
     without running the model.
     """
 
-    def __init__(self, flow: Flow, split: Split | None = None, *, squeeze: int = 2) -> None:
+    def __init__(
+        self, flow: Flow, split: Split | None = None, *, squeeze: int = 2, channels: int | None = None
+    ) -> None:
         super().__init__()
         self.flow = flow
         self.split = split
         self.squeeze = squeeze
+        self.channels = channels  # channels the steps work on (after the squeeze), if known
 
     def out_shape(self, shape: Sequence[int]) -> tuple[int, int, int]:
         """(C, H, W) after this level's flow (before the split)."""
@@ -53,28 +55,69 @@ def dequantization_noise(model: nn.Module, enabled: bool) -> Iterator[None]:
             m.noise = s
 
 
-class MultiScaleFlow(nn.Module):
-    """A multi-scale normalizing flow over images.
+StepFactory = Callable[[int, int], Sequence[Flow]]
+"""``(level, channels) -> the level's steps`` (after its squeeze), ``level`` 0-based from the finest."""
+
+PriorFactory = Callable[[int, int, int], Prior]
+"""``(level, channels, context_channels) -> prior``; ``context_channels`` is 0 for the top prior."""
+
+
+def build_levels(
+    in_channels: int,
+    levels: int,
+    *,
+    steps: StepFactory,
+    prior: PriorFactory,
+    split: bool | Callable[[int], bool] = True,
+    squeeze: int = 2,
+) -> tuple[list[Level], Prior]:
+    """The levels of a multi-scale flow and its top prior.
+
+    Level ``l`` (0-based from the finest): squeeze by ``squeeze`` (channels x ``squeeze**2``), the
+    steps ``steps(l, channels)``, then, where ``split(l)`` holds (default: every level but the
+    last), a :class:`~attnflow.priors.Split` that keeps ``ceil(C/2)`` channels and gives the other
+    half to ``prior(l, C // 2, ceil(C/2))``. The top latent goes to ``prior(levels - 1, C, 0)``.
+    """
+    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
+        raise ValueError(f"build_levels: levels must be a positive int, got {levels!r}")
+    split_at = (lambda level: split and level < levels - 1) if isinstance(split, bool) else split
+    built: list[Level] = []
+    channels = in_channels
+    for level in range(levels):
+        channels *= squeeze * squeeze
+        flow = Sequential(Squeeze(squeeze), *steps(level, channels))
+        sp = None
+        if split_at(level):
+            keep = channels - channels // 2
+            sp = Split(channels, prior(level, channels - keep, keep), keep=keep)
+        built.append(Level(flow, sp, squeeze=squeeze, channels=channels))
+        if sp is not None:
+            channels = sp.keep
+    return built, prior(levels - 1, channels, 0)
+
+
+class MultiScaleFlow(FlowModel):
+    """A multi-scale normalizing flow over images (:class:`~attnflow.models.base.FlowModel`).
 
     ``x`` (integer pixels, ``[B, C, H, W]``) -> ``preprocess`` (dequantisation, log-det
     ``-D ln n_bins``) -> for each level: its flow, then a split that factors ``z2`` out to the
     split's prior given the kept ``z1`` -> the last activation goes to ``top_prior``.
 
-    ``conditioner`` (optional) turns the raw condition (e.g. a low-resolution image) into one
-    feature map per level, at that level's resolution; it runs once per call.
-
-    ``log_prob(x, cond)`` is the log-likelihood of the integer image in nats (a variational bound
-    under uniform dequantisation), so bits/dim is ``-log_prob / (D ln 2)``.
+    ``conditioner`` (optional, for conditional subclasses) turns the raw condition (e.g. a
+    low-resolution image) into one feature map per level, at that level's resolution; it runs once
+    per call.
     """
+
+    task = "generation"
 
     def __init__(
         self,
         levels: Sequence[Level],
         top_prior: Prior,
         *,
+        image_shape: Sequence[int],
         preprocess: Flow | None = None,
         conditioner: nn.Module | None = None,
-        image_shape: Sequence[int] | None = None,
         n_bins: int = 256,
     ) -> None:
         super().__init__()
@@ -84,21 +127,14 @@ class MultiScaleFlow(nn.Module):
         self.top_prior = top_prior
         self.preprocess = preprocess if preprocess is not None else Dequantize(n_bins)
         self.conditioner = conditioner
-        self.image_shape = tuple(image_shape) if image_shape is not None else None
+        self.image_shape = tuple(int(v) for v in image_shape)
         self.n_bins = n_bins
 
     # --- conditioning ------------------------------------------------------------------------
     def level_conditions(self, cond: Tensor | None) -> list[Tensor | None]:
         """One condition per level (``None`` everywhere for an unconditional model)."""
         if self.conditioner is None:
-            if cond is not None:
-                raise ValueError(
-                    f"{type(self).__name__}: this model is unconditional, got a condition of "
-                    f"shape {tuple(cond.shape)}"
-                )
             return [None] * len(self.levels)
-        if cond is None:
-            raise ValueError(f"{type(self).__name__}: this model is conditional and needs cond")
         conds = list(self.conditioner(cond))
         if len(conds) != len(self.levels):
             raise ValueError(
@@ -107,23 +143,26 @@ class MultiScaleFlow(nn.Module):
             )
         return conds
 
-    def _check_image(self, x: Tensor) -> None:
-        if x.dim() != 4:
-            raise ValueError(
-                f"{type(self).__name__}: expected images [B, C, H, W], got shape {tuple(x.shape)}"
-            )
-        if self.image_shape is not None and self.conditioner is None:
-            if tuple(x.shape[1:]) != self.image_shape:
-                raise ValueError(
-                    f"{type(self).__name__}: built for images {self.image_shape}, got "
-                    f"{tuple(x.shape[1:])}"
-                )
+    # --- geometry -------------------------------------------------------------------------------
+    def latent_shapes(self, batch: int, cond: Tensor | None = None) -> list[tuple[int, ...]]:
+        return self.latent_shapes_for(self.data_shape(cond), batch)
 
-    # --- encode / decode ----------------------------------------------------------------------
-    def _encode(
+    def latent_shapes_for(self, image_shape: Sequence[int], batch: int) -> list[tuple[int, ...]]:
+        """Shapes of the latents of ``batch`` images of shape ``(C, H, W)``."""
+        shape = tuple(image_shape)
+        shapes = []
+        for level in self.levels:
+            shape = level.out_shape(shape)
+            if level.split is not None:
+                shapes.append((batch, level.split.out_channels, *shape[1:]))
+                shape = (level.split.keep, *shape[1:])
+        shapes.append((batch, *shape))
+        return shapes
+
+    # --- the hooks of the contract -------------------------------------------------------------
+    def _forward_levels(
         self, x: Tensor, conds: list[Tensor | None]
     ) -> tuple[list[Tensor], list[Tensor | None], Tensor]:
-        self._check_image(x)
         h, logdet = self.preprocess(x)
         latents: list[Tensor] = []
         contexts: list[Tensor | None] = []
@@ -138,14 +177,6 @@ class MultiScaleFlow(nn.Module):
         contexts.append(None)
         return latents, contexts, logdet
 
-    def encode(self, x: Tensor, cond: Tensor | None = None) -> tuple[list[Tensor], Tensor]:
-        """``x -> (latents, logdet)``: the split latents (finest first) and the top latent last.
-
-        ``logdet`` is the flow's log-det including dequantisation, shape ``[B]``.
-        """
-        latents, _, logdet = self._encode(x, self.level_conditions(cond))
-        return latents, logdet
-
     def _prior_terms(
         self, latents: list[Tensor], contexts: list[Tensor | None], conds: list[Tensor | None]
     ) -> Tensor:
@@ -157,28 +188,22 @@ class MultiScaleFlow(nn.Module):
                 i += 1
         return logp
 
-    def log_prob(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
-        """``log p(x | cond)`` in nats, shape ``[B]``."""
+    def _encode(self, x: Tensor, cond: Tensor | None) -> tuple[list[Tensor], Tensor]:
+        latents, _, logdet = self._forward_levels(x, self.level_conditions(cond))
+        return latents, logdet
+
+    def _log_prob(self, x: Tensor, cond: Tensor | None) -> Tensor:
         conds = self.level_conditions(cond)
-        latents, contexts, logdet = self._encode(x, conds)
+        latents, contexts, logdet = self._forward_levels(x, conds)
         return logdet + self._prior_terms(latents, contexts, conds)
 
-    def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
-        """Same as :meth:`log_prob` (so DistributedDataParallel, which wraps ``forward``, works)."""
-        return self.log_prob(x, cond)
-
-    def prior_log_prob(self, latents: Sequence[Tensor], cond: Tensor | None = None) -> Tensor:
-        """Sum of the priors' log-densities of ``latents``, contexts rebuilt by decoding."""
+    def _prior_log_prob(self, latents: list[Tensor], cond: Tensor | None) -> Tensor:
         conds = self.level_conditions(cond)
-        contexts = self._decode(list(latents), conds, return_contexts=True)
-        return self._prior_terms(list(latents), contexts, conds)
+        contexts = self._inverse_levels(latents, conds, return_contexts=True)
+        return self._prior_terms(latents, contexts, conds)
 
-    def _decode(self, latents: list[Tensor], conds: list[Tensor | None], return_contexts=False):
-        n_splits = sum(level.split is not None for level in self.levels)
-        if len(latents) != n_splits + 1:
-            raise ValueError(
-                f"{type(self).__name__}: expected {n_splits + 1} latents, got {len(latents)}"
-            )
+    def _inverse_levels(self, latents: list[Tensor], conds: list[Tensor | None], return_contexts=False):
+        n_splits = len(latents) - 1
         h = latents[-1]
         i = n_splits - 1
         contexts: list[Tensor | None] = [None] * (n_splits + 1)
@@ -193,49 +218,21 @@ class MultiScaleFlow(nn.Module):
         x, _ = self.preprocess.inverse(h)
         return x
 
-    def decode(self, latents: Sequence[Tensor], cond: Tensor | None = None) -> Tensor:
-        """Exact inverse of :meth:`encode`: latents -> the (dequantised, continuous) input."""
-        return self._decode(list(latents), self.level_conditions(cond))
+    def _decode(self, latents: list[Tensor], cond: Tensor | None) -> Tensor:
+        return self._inverse_levels(latents, self.level_conditions(cond))
 
-    # --- sampling -----------------------------------------------------------------------------
-    def latent_shapes(self, image_shape: Sequence[int], batch: int) -> list[tuple[int, ...]]:
-        """Shapes of ``encode``'s latents for images of ``image_shape`` (C, H, W)."""
-        shape = tuple(image_shape)
-        shapes = []
-        for level in self.levels:
-            shape = level.out_shape(shape)
-            if level.split is not None:
-                shapes.append((batch, level.split.out_channels, *shape[1:]))
-                shape = (level.split.keep, *shape[1:])
-        shapes.append((batch, *shape))
-        return shapes
-
-    @torch.no_grad()
-    def sample(
-        self,
-        n: int,
-        cond: Tensor | None = None,
-        temperature: float = 1.0,
-        *,
-        image_shape: Sequence[int] | None = None,
-    ) -> Tensor:
-        """Draw ``n`` images (integer pixels as uint8, ``[n, C, H, W]``) at ``temperature``.
-
-        Every Gaussian's standard deviation is scaled by ``temperature``. For a conditional model
-        ``cond`` holds one condition per sample (or one, repeated).
-        """
+    def _sample(self, n: int, cond: Tensor | None, temperature: float) -> Tensor:
         conds = self.level_conditions(cond)
-        if cond is not None and cond.shape[0] == 1 and n > 1:  # run the conditioner once
+        if cond is not None and cond.shape[0] == 1 and n > 1:  # the conditioner ran once
             conds = [None if c is None else c.expand(n, *c.shape[1:]) for c in conds]
-        shape = tuple(image_shape) if image_shape is not None else self.sample_image_shape(cond)
-        return self._sample_from(conds, n, shape, temperature)
+        return self.sample_from(conds, n, self.data_shape(cond), temperature)
 
-    def _sample_from(
-        self, conds: list[Tensor | None], n: int, shape: tuple[int, ...], temperature: float
+    def sample_from(
+        self, conds: list[Tensor | None], n: int, shape: Sequence[int], temperature: float
     ) -> Tensor:
-        """Top-down sampling given the per-level conditions: top prior, then every level's split
-        prior and inverse flow, then de-quantisation to uint8."""
-        top_shape = self.latent_shapes(shape, n)[-1]
+        """Top-down sampling given the per-level conditions (from :meth:`level_conditions`): top
+        prior, then every level's split prior and inverse flow, then quantisation to uint8."""
+        top_shape = self.latent_shapes_for(shape, n)[-1]
         h = self.top_prior.sample(top_shape, context=None, cond=conds[-1], temperature=temperature)
         for level, c in zip(reversed(self.levels), reversed(conds)):
             if level.split is not None:
@@ -244,16 +241,3 @@ class MultiScaleFlow(nn.Module):
         x, _ = self.preprocess.inverse(h)
         return quantize(x, self.n_bins)
 
-    def sample_image_shape(self, cond: Tensor | None) -> tuple[int, ...]:
-        """Image shape (C, H, W) produced for ``cond``; unconditional models use ``image_shape``."""
-        if self.image_shape is None:
-            raise ValueError(f"{type(self).__name__}: image_shape is unknown; pass image_shape=")
-        return self.image_shape
-
-    # --- set-up -------------------------------------------------------------------------------
-    def initialize(self, x: Tensor, cond: Tensor | None = None) -> None:
-        """Data-dependent initialisation (ActNorm) from one batch. Call once, before any DDP wrap."""
-        initialize_data_dependent(self, self.log_prob, x, cond)
-
-    def num_dims(self, x: Tensor) -> int:
-        return int(math.prod(x.shape[1:]))

@@ -18,7 +18,7 @@ The model (Lugmayr et al., ECCV 2020; andreas128/SRFlow) is a multi-scale flow o
   conv) -> ``K`` conditional steps (actnorm -> 1x1 conv -> :class:`~attnflow.layers.AffineInjector`
   -> :class:`~attnflow.layers.ConditionalAffineCoupling`, network width ``hidden``) -> a split
   whose diagonal Gaussian prior sees the kept half ``z1`` *and* the LR features (SRFlow's
-  ``Split2d`` takes ``z1`` only; the LR features make the prior conditional, as the issue asks).
+  ``Split2d`` takes ``z1`` only; the LR features make the prior conditional).
   As in SRFlow, only levels ``l < L - 1`` split, so the paper's 1/1 and 2/8 variants have no split;
   ``split=False`` removes every split.
 * **Top latent**: ``N(0, I)`` like SRFlow (``top_prior="standard"``), or a diagonal Gaussian whose
@@ -39,7 +39,7 @@ dequantisation (true conditional bits/dim, unlike SRFlow's bits per pixel withou
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -51,15 +51,14 @@ from ..layers import (
     ActNorm,
     AffineInjector,
     ConditionalAffineCoupling,
+    Dequantize,
     InvConv1x1,
     ITrans,
-    Split,
-    Squeeze,
 )
-from ..layers.dequant import Dequantize
 from ..priors import DiagonalGaussian, Prior, StandardNormal
-from .build import attention_from_config, cond_options, register_backbone
-from .multiscale import Level, MultiScaleFlow
+from .base import check_temperature
+from .multiscale import MultiScaleFlow, build_levels
+from .options import attention_from_config, cond_options
 from .steps import AttentionConfig, make_step
 
 __all__ = [
@@ -250,7 +249,7 @@ class SRFlow(MultiScaleFlow):
         levels: ``L``, number of levels (squeezes); the full SRFlow uses ``log2(scale) + 1``.
         steps: ``K``, conditional steps per level (an int or one per level).
         hidden: width of the injector and coupling networks (64 in SRFlow).
-        image_shape: the training HR shape ``(C, H, W)``; only used by :meth:`example_condition`
+        image_shape: the training HR shape ``(C, H, W)``; only used by :meth:`example_batch`
             (benchmarks). Any LR size works at run time.
         unconditional_steps, split, top_prior, eps: see :data:`COND_DEFAULTS`.
         encoder: keyword arguments of :class:`RRDBEncoder` (``features``, ``blocks``, ``growth``,
@@ -258,6 +257,9 @@ class SRFlow(MultiScaleFlow):
         attention: where the paper's attention goes (default: none).
         n_bins: quantisation levels of the HR image (256).
     """
+
+    task = "super_resolution"
+    condition_name = "LR image"
 
     def __init__(
         self,
@@ -300,32 +302,30 @@ class SRFlow(MultiScaleFlow):
         enc = RRDBEncoder(octaves, in_channels=c, **(encoder or {}))
         cc = enc.out_channels
 
-        built: list[Level] = []
-        channels = c
-        for i, k in enumerate(ks):
-            channels *= 4
-            layers: list[Flow] = [Squeeze(2)]
-            layers += [unconditional_step(channels) for _ in range(unconditional_steps)]
-            layers += [
+        def level_steps(level: int, channels: int) -> list[Flow]:
+            steps = [unconditional_step(channels) for _ in range(unconditional_steps)]
+            return steps + [
                 conditional_step(
                     channels,
                     cc,
                     hidden=hidden,
                     eps=eps,
-                    attention=attention.make(channels, i),
+                    attention=attention.make(channels, level),
                     position=attention.position,
                 )
-                for _ in range(k)
+                for _ in range(ks[level])
             ]
-            sp = None
-            if split and i + 1 < levels - 1:  # SRFlow: split at 1-based levels l < L - 1
-                keep = channels - channels // 2
-                prior = DiagonalGaussian(channels - keep, context_channels=keep, cond_channels=cc)
-                sp = Split(channels, prior, keep=keep)
-                channels = keep
-            built.append(Level(Sequential(*layers), sp))
-        top: Prior = (
-            StandardNormal() if top_prior == "standard" else DiagonalGaussian(channels, cond_channels=cc)
+
+        def prior(level: int, channels: int, context: int) -> Prior:
+            if context:  # a split: z2 given z1 and the LR features
+                return DiagonalGaussian(channels, context_channels=context, cond_channels=cc)
+            if top_prior == "standard":
+                return StandardNormal()
+            return DiagonalGaussian(channels, cond_channels=cc)
+
+        # SRFlow splits at 1-based levels l < L - 1
+        built, top = build_levels(
+            c, levels, steps=level_steps, prior=prior, split=lambda level: split and level + 1 < levels - 1
         )
         super().__init__(
             built,
@@ -380,74 +380,22 @@ class SRFlow(MultiScaleFlow):
         self.check_lr(lr)
         return (self.in_channels, lr.shape[2] * self.scale, lr.shape[3] * self.scale)
 
-    def check_pair(self, hr: Tensor, lr: Tensor | None) -> None:
-        """Raise ``ValueError`` unless ``hr`` is ``lr`` times ``scale`` (same batch and channels)."""
-        name = type(self).__name__
-        expected = (lr.shape[0], *self.hr_shape(lr)) if isinstance(lr, Tensor) else None
-        self.check_lr(lr)
-        if not isinstance(hr, Tensor) or tuple(hr.shape) != expected:
-            got = tuple(hr.shape) if isinstance(hr, Tensor) else type(hr).__name__
-            raise ValueError(
-                f"{name}: HR image must be the LR image's size times scale={self.scale}: LR is "
-                f"{tuple(lr.shape)}, so HR must be {expected}, got {got}"
-            )
+    # --- the contract's hooks ---------------------------------------------------------------
+    def check_condition(self, cond: Tensor | None, batch: int | None = None) -> Tensor:
+        return self.check_lr(cond)  # a batch mismatch is reported by check_images with the sizes
+
+    def data_shape(self, cond: Tensor | None) -> tuple[int, ...]:
+        return self.hr_shape(cond)
+
+    def _data_mismatch(self, x: Tensor, cond: Tensor | None) -> str:
+        expected = (cond.shape[0], *self.hr_shape(cond))
+        return (
+            f"HR image must be the LR image's size times scale={self.scale}: LR is "
+            f"{tuple(cond.shape)}, so HR must be {expected}, got {tuple(x.shape)}"
+        )
 
     def level_conditions(self, cond: Tensor | None) -> list[Tensor | None]:
         return super().level_conditions(self.check_lr(cond))
-
-    def sample_image_shape(self, cond: Tensor | None) -> tuple[int, ...]:
-        return self.hr_shape(cond)
-
-    # --- likelihood -----------------------------------------------------------------------------
-    def encode(self, x: Tensor, cond: Tensor | None = None) -> tuple[list[Tensor], Tensor]:
-        self.check_pair(x, cond)
-        return super().encode(x, cond)
-
-    def log_prob(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
-        """``log p(hr | lr)`` in nats (dequantised HR), shape ``[B]``."""
-        self.check_pair(x, cond)
-        return super().log_prob(x, cond)
-
-    def decode(self, latents: Sequence[Tensor], cond: Tensor | None = None) -> Tensor:
-        self.check_lr(cond)
-        expected = self.latent_shapes(self.hr_shape(cond), cond.shape[0])
-        got = [tuple(z.shape) for z in latents]
-        if got != expected:
-            raise ValueError(
-                f"{type(self).__name__}: latents for LR {tuple(cond.shape)} must have shapes "
-                f"{expected}, got {got}"
-            )
-        return super().decode(latents, cond)
-
-    # --- sampling -------------------------------------------------------------------------------
-    @torch.no_grad()
-    def sample(
-        self,
-        n: int,
-        cond: Tensor | None = None,
-        temperature: float = 1.0,
-        *,
-        image_shape: Sequence[int] | None = None,
-    ) -> Tensor:
-        """SR samples (uint8 ``[n, C, H, W]``) at ``temperature``: ``n`` samples of one LR image
-        (``cond`` with batch 1), or one sample per LR image (``n == cond.shape[0]``)."""
-        lr = self.check_lr(cond)
-        shape = self.hr_shape(lr)
-        if image_shape is not None and tuple(image_shape) != shape:
-            raise ValueError(
-                f"{type(self).__name__}: LR {tuple(lr.shape)} gives HR images {shape}, "
-                f"got image_shape={tuple(image_shape)}"
-            )
-        b = lr.shape[0]
-        if b != n and b != 1:
-            raise ValueError(
-                f"{type(self).__name__}.sample: the LR batch has {b} images; n must be {b} (one "
-                f"sample per LR image) or the LR batch must have 1 image (n samples of it), got n={n}"
-            )
-        conds = self.level_conditions(lr)
-        if b == 1 and n != 1:
-            conds = [c.expand(n, *c.shape[1:]) for c in conds]
-        return self._sample_from(conds, n, shape, temperature)
 
     @torch.no_grad()
     def super_resolve(
@@ -465,21 +413,23 @@ class SRFlow(MultiScaleFlow):
         """
         if not isinstance(samples, int) or samples < 1:
             raise ValueError(f"super_resolve: samples must be a positive int, got {samples!r}")
+        temperature = check_temperature(temperature, "super_resolve: temperature")
         shape = self.hr_shape(lr)
         conds = conditions if conditions is not None else self.level_conditions(lr)
         if samples > 1:
             conds = [c.repeat_interleave(samples, dim=0) for c in conds]
         b = lr.shape[0]
-        out = self._sample_from(conds, b * samples, shape, temperature)
+        out = self.sample_from(conds, b * samples, shape, temperature)
         return out.view(b, samples, *shape)
 
     # --- hooks used by training and benchmarks --------------------------------------------------
-    def example_condition(self, batch: int, device: torch.device | str = "cpu") -> Tensor:
-        """A random LR batch (uint8 values as float) for the training HR shape (benchmarks)."""
+    def example_batch(self, batch: int, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
+        """A random ``(HR, LR)`` batch (uint8 values as float) of the training shape (benchmarks)."""
         c, h, w = self.image_shape
-        return torch.randint(0, 256, (batch, c, h // self.scale, w // self.scale), device=device).float()
+        hr = torch.randint(0, self.n_bins, (batch, c, h, w), device=device).float()
+        return hr, torch.randint(0, 256, (batch, c, h // self.scale, w // self.scale), device=device).float()
 
-    def visualize(self, cond: Tensor, samples: Tensor) -> Tensor:
+    def visualize(self, cond: Tensor | None, samples: Tensor) -> Tensor:
         """``[LR upscaled by nearest | SR]`` side by side, uint8 ``[n, C, H, 2W]`` (training grids)."""
         lr = cond.detach().round().clamp(0, 255).to(torch.uint8)
         if lr.shape[0] == 1 and samples.shape[0] > 1:
@@ -497,7 +447,6 @@ def _cond_section(m: dict) -> dict:
     return cond_options(m, COND_DEFAULTS, "srflow")
 
 
-@register_backbone("srflow")
 def build_srflow(m: dict) -> SRFlow:
     """Build :class:`SRFlow` from a ``model`` config section (``model.cond``: :data:`COND_DEFAULTS`)."""
     cond = _cond_section(m)

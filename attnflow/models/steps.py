@@ -6,8 +6,8 @@ coupling. Successive attention layers alternate mask parity so both halves get a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from ..core import Flow, Sequential
 from ..layers.attention import IMap, ITrans

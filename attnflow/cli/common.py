@@ -1,0 +1,140 @@
+"""What the commands share: config options, option types, the input collector, checkpoint loading.
+
+Options that mean the same thing are defined once here: ``--temperature`` (one or several values,
+each finite and >= 0), ``--seed`` (default 0), ``--device``, ``--preset/--config/--set``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "add_config_args",
+    "add_temperature_arg",
+    "add_seed_arg",
+    "add_device_arg",
+    "resolve",
+    "temperature",
+    "positive_int",
+    "collect_inputs",
+    "load_task_model",
+    "print_json",
+]
+
+_COMMAND_FOR_TASK = {
+    "generation": "attnflow sample",
+    "super_resolution": "attnflow super-resolve",
+    "translation": "attnflow translate",
+}
+_BACKBONES_FOR_TASK = {"generation": "marflow or glow", "super_resolution": "srflow", "translation": "fullglow"}
+
+
+def temperature(value: str) -> float:
+    """argparse type: a finite sampling temperature >= 0."""
+    try:
+        t = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value!r}") from None
+    if not math.isfinite(t) or t < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {value!r}")
+    return t
+
+
+def positive_int(value: str) -> int:
+    """argparse type: an int >= 1."""
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value!r}")
+    return n
+
+
+def add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", help="a shipped preset (see `attnflow presets`); default: mnist")
+    p.add_argument("--config", help="a YAML config file instead of a preset")
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config value, e.g. --set model.steps=2 --set train.lr=1e-3 (repeatable)",
+    )
+    p.add_argument("--data-dir", help="dataset root (sets data.root)")
+    p.add_argument("--steps", type=positive_int, help="training steps (sets train.steps)")
+    add_device_arg(p)
+
+
+def add_temperature_arg(p: argparse.ArgumentParser, default: list[float] | None, what: str) -> None:
+    shown = "per task" if default is None else " ".join(f"{t:g}" for t in default)
+    p.add_argument(
+        "--temperature", "--temperatures", dest="temperature", type=temperature, nargs="+",
+        default=default, metavar="T",
+        help=f"{what}: one or several temperatures (std of the latent Gaussians), default {shown}",
+    )
+
+
+def add_seed_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+
+
+def add_device_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: the config's, else cpu)")
+
+
+def resolve(args: argparse.Namespace) -> dict:
+    """The config the options describe, with the backbone's defaults filled in and checked."""
+    from ..config import resolve_config
+    from ..models import complete_config
+
+    overrides = list(args.overrides)
+    if getattr(args, "data_dir", None):
+        overrides.append(f"data.root={args.data_dir}")
+    if getattr(args, "steps", None):
+        overrides.append(f"train.steps={args.steps}")
+    if getattr(args, "device", None):
+        overrides.append(f"train.device={args.device}")
+    return complete_config(resolve_config(args.preset, args.config, overrides))
+
+
+def collect_inputs(path: str | Path, what: str, pattern: str | None = None) -> list[tuple[str, Path]]:
+    """``(output name, file)`` for an image file, or for every image under a folder (recursive).
+
+    For a folder, the name is the path relative to it without suffix, ``/`` replaced by ``__``;
+    ``pattern`` (fnmatch) keeps only matching file names.
+    """
+    import fnmatch
+
+    from ..data.common import list_images
+
+    path = Path(path)
+    if path.is_file():
+        return [(path.stem, path)]
+    if not path.exists():
+        raise FileNotFoundError(f"{what} {path} does not exist (give an image or a folder)")
+    files = list_images(path, f"{what} folder")
+    if pattern:
+        files = [f for f in files if fnmatch.fnmatch(f.name, pattern)]
+        if not files:
+            raise ValueError(f"{what} folder {path}: no image file matches --glob {pattern!r}")
+    return [(f.relative_to(path).with_suffix("").as_posix().replace("/", "__"), f) for f in files]
+
+
+def load_task_model(checkpoint: str, device: Any, task: str, command: str):
+    """``(model, config, state)`` of a checkpoint whose model does ``task``; a clear error if not."""
+    from ..training.checkpoint import load_model
+
+    model, config, state = load_model(checkpoint, device)
+    if model.task != task:
+        raise ValueError(
+            f"{checkpoint} is a {model.task.replace('_', '-')} model (backbone "
+            f"{config['model']['backbone']!r}); `{command}` needs a {_BACKBONES_FOR_TASK[task]} "
+            f"({task.replace('_', '-')}) checkpoint; use `{_COMMAND_FOR_TASK[model.task]}`"
+        )
+    return model, config, state
+
+
+def print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, default=str))

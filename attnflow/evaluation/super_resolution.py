@@ -1,0 +1,186 @@
+"""Super-resolution evaluation: PSNR, SSIM, LR-PSNR and LPIPS of SR samples, per temperature.
+
+The paper (Table 4, following SRFlow) samples one SR image per LR image at each temperature
+``tau in 0.1, 0.2, ..., 0.9`` and reports every metric averaged over the temperatures. Here each
+metric is averaged over all (image, sample) pairs at each temperature, and then over the
+temperatures (``mean``).
+
+Metrics (:mod:`attnflow.evaluation`, RGB uint8, data range 255):
+
+* ``psnr``: PSNR(SR, HR).
+* ``ssim``: SSIM with the standard 11x11 Gaussian window (sigma 1.5), as BasicSR and most SR papers.
+* ``ssim_uniform``: SSIM with scikit-image's *default* 7x7 uniform window and sample covariance:
+  what SRFlow's ``Measure.py`` computed, so the column comparable to the paper's Table 4.
+* ``lr_psnr``: PSNR(LR, MATLAB-bicubic downscale of SR), SRFlow's LR-consistency.
+* ``lpips``: LPIPS (AlexNet, v0.1), only when AlexNet weights are given.
+
+``bits_per_dim`` is the conditional bits/dim ``-log p(hr | lr) / (D ln 2)`` under uniform
+dequantisation (seeded noise).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from .image_metrics import lr_psnr, psnr, ssim
+from .lpips import to_lpips_range
+from .weights import MissingWeightsError
+
+__all__ = [
+    "DEFAULT_TEMPERATURES",
+    "SR_METRICS",
+    "SR_DATASETS",
+    "evaluate_sr",
+    "format_sr_table",
+    "lpips_unavailable_reason",
+]
+
+DEFAULT_TEMPERATURES: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+#: dataset names of :func:`attnflow.data.get_dataset` that give (HR, LR) pairs
+SR_DATASETS = ("celeba", "celeba-bundled", "sr-folder")
+
+#: metric key -> column title of the Markdown table
+SR_METRICS: dict[str, str] = {
+    "psnr": "PSNR (dB)",
+    "ssim": "SSIM (Gaussian 11x11)",
+    "ssim_uniform": "SSIM (uniform 7x7, SRFlow/paper)",
+    "lr_psnr": "LR-PSNR (dB)",
+    "lpips": "LPIPS (AlexNet)",
+}
+
+
+def lpips_unavailable_reason() -> str:
+    """Why LPIPS is left out when no AlexNet weights are given (the metric's own help text)."""
+    from .lpips import LPIPS
+
+    try:
+        LPIPS(None)
+    except MissingWeightsError as err:
+        return f"LPIPS omitted: {err}"
+    return "LPIPS omitted: no AlexNet weights given (--alexnet PATH)"  # pragma: no cover
+
+
+def _check_pairs(dataset: Dataset) -> None:
+    item = dataset[0]
+    if not isinstance(item, (list, tuple)) or len(item) != 2:
+        raise ValueError(
+            f"SR evaluation needs a dataset of (HR, LR) pairs (celeba, celeba-bundled, sr-folder); "
+            f"{type(dataset).__name__} gives {type(item).__name__} items"
+        )
+
+
+@torch.no_grad()
+def evaluate_sr(
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    temperatures: Sequence[float] = DEFAULT_TEMPERATURES,
+    samples: int = 1,
+    lpips: Callable[[Tensor, Tensor], Tensor] | None = None,
+    device: str | torch.device = "cpu",
+    batch_size: int = 16,
+    max_batches: int | None = None,
+    seed: int = 0,
+    bits_per_dim: bool = True,
+    examples: int = 0,
+) -> dict[str, Any]:
+    """SR metrics of ``model`` (an :class:`attnflow.models.srflow.SRFlow`) on ``dataset``.
+
+    ``samples`` SR images are drawn per LR image and temperature. ``lpips`` is a callable
+    ``(a, b) -> [B]`` on images in ``[-1, 1]`` (e.g. :class:`attnflow.evaluation.LPIPS`); without it
+    the ``lpips`` metric is left out. ``examples > 0`` also returns, per temperature, a uint8 grid
+    source ``[n, 3, H, 3W]`` (LR upscaled | SR | HR) of the first ``examples`` images.
+
+    Returns ``{"images", "samples_per_image", "temperatures", "per_temperature": [{"temperature",
+    metric: value, ...}], "mean": {metric: mean over temperatures}, "bits_per_dim"}``.
+    Batch ``i`` is seeded with ``seed + i`` (its SR samples, then its dequantisation noise), so
+    results do not depend on ``max_batches`` or the loader; the global RNG state is restored.
+    """
+    if not temperatures:
+        raise ValueError("evaluate_sr: give at least one temperature")
+    if not isinstance(samples, int) or samples < 1:
+        raise ValueError(f"evaluate_sr: samples must be a positive int, got {samples!r}")
+    _check_pairs(dataset)
+    dev = torch.device(device)
+    temps = [float(t) for t in temperatures]
+    keys = [k for k in SR_METRICS if k != "lpips" or lpips is not None]
+    sums = {t: {k: 0.0 for k in keys} for t in temps}
+    count = 0
+    bpd_sum, bpd_count = 0.0, 0
+    example_grids: dict[float, list[Tensor]] = {t: [] for t in temps}
+    n_examples = 0
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    was_training = model.training
+    model.eval()
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        for i, (hr, lr) in enumerate(loader):
+            if max_batches is not None and i >= max_batches:
+                break
+            torch.manual_seed(seed + i)  # per batch: independent of the loader's own RNG use
+            hr = hr.to(dev)
+            lr_f = lr.to(dev).float()
+            model.check_images(hr.float(), lr_f)
+            conds = model.level_conditions(lr_f)
+            hr_rep = hr.repeat_interleave(samples, dim=0)
+            lr_rep = lr.to(dev).repeat_interleave(samples, dim=0)
+            take = min(hr.shape[0], max(0, examples - n_examples))
+            for t in temps:
+                sr = model.super_resolve(lr_f, samples=samples, temperature=t, conditions=conds)
+                sr = sr.flatten(0, 1)
+                s = sums[t]
+                s["psnr"] += float(psnr(sr, hr_rep).sum())
+                s["ssim"] += float(ssim(sr, hr_rep).sum())
+                s["ssim_uniform"] += float(ssim(sr, hr_rep, window="uniform").sum())
+                s["lr_psnr"] += float(lr_psnr(lr_rep, sr, model.scale).sum())
+                if lpips is not None:
+                    s["lpips"] += float(lpips(to_lpips_range(sr), to_lpips_range(hr_rep)).sum())
+                if take:
+                    first = sr.view(hr.shape[0], samples, *sr.shape[1:])[:take, 0]
+                    panel = torch.cat([model.visualize(lr_f[:take], first), hr[:take]], dim=-1)
+                    example_grids[t].append(panel.cpu())
+            if bits_per_dim:
+                bpd = model.bits_per_dim((hr, lr_f))
+                bpd_sum += float(bpd.sum())
+                bpd_count += bpd.numel()
+            n_examples += take
+            count += sr.shape[0]
+    model.train(was_training)
+    if count == 0:
+        raise ValueError("evaluate_sr: the dataset (or --max-batches) gave no images")
+    per_t = [{"temperature": t, **{k: v / count for k, v in sums[t].items()}} for t in temps]
+    mean = {k: math.fsum(r[k] for r in per_t) / len(per_t) for k in keys}
+    result: dict[str, Any] = {
+        "images": count // samples,
+        "samples_per_image": samples,
+        "temperatures": temps,
+        "per_temperature": per_t,
+        "mean": mean,
+        "bits_per_dim": bpd_sum / bpd_count if bpd_count else None,
+    }
+    if examples:
+        result["examples"] = {t: torch.cat(g) for t, g in example_grids.items() if g}
+    return result
+
+
+def format_sr_table(result: dict[str, Any]) -> str:
+    """Markdown table: one row per temperature and the mean row."""
+    keys = [k for k in SR_METRICS if k in result["mean"]]
+    lines = [
+        "| temperature | " + " | ".join(SR_METRICS[k] for k in keys) + " |",
+        "|---|" + "---|" * len(keys),
+    ]
+
+    def fmt(k: str, v: float) -> str:
+        return f"{v:.2f}" if k in ("psnr", "lr_psnr") else f"{v:.4f}"
+
+    for r in result["per_temperature"]:
+        lines.append(f"| {r['temperature']:.2f} | " + " | ".join(fmt(k, r[k]) for k in keys) + " |")
+    lines.append("| **mean** | " + " | ".join(f"**{fmt(k, result['mean'][k])}**" for k in keys) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,37 @@
+"""Reading a backbone's options from a config's ``model`` section: the attention and ``model.cond``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..config import ConfigError
+from .steps import AttentionConfig
+
+__all__ = ["attention_from_config", "cond_options"]
+
+
+def cond_options(m: dict, defaults: dict[str, Any], backbone: str) -> dict[str, Any]:
+    """A conditional backbone's ``model.cond`` merged over its defaults; unknown keys are errors."""
+    given = dict(m.get("cond") or {})
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise ConfigError(
+            f"model.cond: unknown key(s) {', '.join(unknown)} for backbone {backbone!r}; "
+            f"valid keys: {', '.join(defaults)}"
+        )
+    return {**defaults, **given}
+
+
+def attention_from_config(m: dict) -> AttentionConfig:
+    """The :class:`AttentionConfig` of a ``model`` section (attention, position, mask, heads, ...)."""
+    try:
+        return AttentionConfig(
+            kind=m["attention"],
+            position=m["position"],
+            mask=m["mask"],
+            heads=int(m["heads"]),
+            patches=m["patches"],
+            imap_attention=m["imap_attention"],
+        )
+    except ValueError as err:
+        raise ConfigError(f"model: {err}") from None

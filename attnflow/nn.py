@@ -1,0 +1,247 @@
+"""Plain (non-invertible) networks that parametrise flow layers: conditioners, not flows.
+
+Nothing here is a :class:`~attnflow.core.Flow`; this module imports no layer, so every layer can
+use these networks.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .core import check_input
+
+__all__ = [
+    "ActNormParams",
+    "ActNormNet",
+    "ZeroConv2d",
+    "GlowNet",
+    "FlowPPNet",
+    "bounded_scale",
+    "soft_clamp",
+    "concat_elu",
+]
+
+
+def bounded_scale(raw: Tensor, eps: float = 1e-4) -> Tensor:
+    """``sigmoid(raw + 2) + eps``: a positive scale in ``(eps, 1 + eps)``, about 0.88 at ``raw = 0``.
+
+    Used by every affine layer instead of a raw ``exp`` so that one large activation cannot blow the
+    output (or the log-det) up.
+    """
+    return torch.sigmoid(raw + 2.0) + eps
+
+
+def soft_clamp(x: Tensor, bound: float) -> Tensor:
+    """``bound * tanh(x / bound)``: identity near 0, smoothly bounded in ``(-bound, bound)``."""
+    return bound * torch.tanh(x / bound)
+
+
+def _init_stats(x: Tensor, min_std: float) -> tuple[Tensor, Tensor]:
+    """Per-channel ``(-mean, -log std)`` of ``x``; a channel with std <= ``min_std`` keeps scale 1."""
+    flat = x.detach().transpose(0, 1).reshape(x.shape[1], -1)
+    mean = flat.mean(dim=1)
+    std = flat.std(dim=1, unbiased=False) if flat.shape[1] > 1 else torch.zeros_like(mean)
+    logs = torch.where(std > min_std, -torch.log(std.clamp_min(min_std)), torch.zeros_like(std))
+    return -mean, logs
+
+
+class ActNormParams(nn.Module):
+    """Per-channel ``bias`` and ``logs`` with data-dependent initialisation."""
+
+    def __init__(self, channels: int, *, min_std: float = 1e-6) -> None:
+        super().__init__()
+        self.channels = channels
+        self.min_std = min_std
+        self.bias = nn.Parameter(torch.zeros(1, channels, 1, 1))
+        self.logs = nn.Parameter(torch.zeros(1, channels, 1, 1))
+        self.register_buffer("initialized", torch.tensor(False))
+        self._init_pending = False
+
+    @torch.no_grad()
+    def initialize(self, x: Tensor) -> None:
+        """Set ``b, logs`` so that the output on ``x`` has zero mean and unit variance per channel."""
+        check_input(self, x, self.channels)
+        bias, logs = _init_stats(x, self.min_std)
+        self.bias.copy_(bias.view_as(self.bias))
+        self.logs.copy_(logs.view_as(self.logs))
+        self.initialized.fill_(True)
+
+    def _maybe_initialize(self, x: Tensor) -> None:
+        if self._init_pending:
+            self.initialize(x)
+            self._init_pending = False
+
+
+class ActNormNet(ActNormParams):
+    """ActNorm as a plain layer inside coupling networks (no log-det), same data-dependent init."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._maybe_initialize(x)
+        return (x + self.bias) * self.logs.exp()
+
+
+class ZeroConv2d(nn.Module):
+    """Zero-initialised convolution with a learned output scale ``exp(3 * logs)`` (Glow's Conv2dZeros).
+
+    The layer it ends starts as the identity map; the ``3 *`` speeds learning of the scale.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
+        nn.init.zeros_(self.conv.weight)
+        nn.init.zeros_(self.conv.bias)
+        self.logs = nn.Parameter(torch.zeros(1, out_channels, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(x) * torch.exp(3.0 * self.logs)
+
+
+class GlowNet(nn.Module):
+    """Glow's coupling network: conv3x3 -> actnorm -> ReLU -> conv1x1 -> actnorm -> ReLU -> ZeroConv.
+
+    Its output is zero at initialisation, so an affine layer built on it starts near the identity.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, hidden: int = 512) -> None:
+        super().__init__()
+        self.conv_in = nn.Conv2d(in_channels, hidden, 3, padding=1, bias=False)
+        self.norm_in = ActNormNet(hidden)
+        self.conv_mid = nn.Conv2d(hidden, hidden, 1, bias=False)
+        self.norm_mid = ActNormNet(hidden)
+        self.conv_out = ZeroConv2d(hidden, out_channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = F.relu(self.norm_in(self.conv_in(x)))
+        h = F.relu(self.norm_mid(self.conv_mid(h)))
+        return self.conv_out(h)
+
+
+def _wn_conv(in_channels: int, out_channels: int, kernel_size: int, bias: bool = True) -> nn.Module:
+    conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=bias)
+    return nn.utils.parametrizations.weight_norm(conv)
+
+
+def concat_elu(x: Tensor) -> Tensor:
+    """``[elu(x), elu(-x)]`` along channels (PixelCNN++ / Flow++ non-linearity)."""
+    return F.elu(torch.cat([x, -x], dim=1))
+
+
+class _ChannelLayerNorm(nn.LayerNorm):
+    """LayerNorm over the channels of a ``[B, C, H, W]`` map (per position)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class _GatedConv(nn.Module):
+    """Flow++ gated residual convolution: concat-ELU, conv3x3, concat-ELU, dropout, conv1x1, GLU."""
+
+    def __init__(self, channels: int, dropout: float) -> None:
+        super().__init__()
+        self.conv = _wn_conv(2 * channels, channels, 3)
+        self.drop = nn.Dropout(dropout)
+        self.gate = _wn_conv(2 * channels, 2 * channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.drop(concat_elu(self.conv(concat_elu(x))))
+        a, b = self.gate(h).chunk(2, dim=1)
+        return x + a * torch.sigmoid(b)
+
+
+def _position_encoding(length: int, channels: int, dtype: torch.dtype, device) -> Tensor:
+    """Sinusoidal encoding ``[length, channels]`` of the flattened positions (Transformer style)."""
+    pos = torch.arange(length, dtype=torch.float64, device=device).unsqueeze(1)
+    half = max(channels // 2, 1)
+    freq = torch.exp(-math.log(10_000.0) * torch.arange(half, dtype=torch.float64, device=device) / half)
+    angles = pos * freq
+    enc = torch.cat([angles.sin(), angles.cos()], dim=1)[:, :channels]
+    if enc.shape[1] < channels:
+        enc = F.pad(enc, (0, channels - enc.shape[1]))
+    return enc.to(dtype)
+
+
+class _GatedAttention(nn.Module):
+    """Flow++ gated multi-head self-attention over all positions, with a sinusoidal position code.
+
+    Dropout acts on the attention output (a Transformer's residual dropout), not on the attention
+    weights as in Flow++: the same regularising role, and the fused attention kernels (flash /
+    memory-efficient, which never materialise the HW x HW weights) stay usable on CPU and GPU.
+    On the CPU this makes a mARFlow 3/2/48 training step 2.5x faster.
+    """
+
+    def __init__(self, channels: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        if channels % heads:
+            raise ValueError(f"FlowPPNet: hidden width {channels} must be divisible by heads={heads}")
+        self.heads = heads
+        self.dropout = dropout
+        self.in_proj = _wn_conv(channels, 3 * channels, 1, bias=False)
+        self.gate = _wn_conv(channels, 2 * channels, 1)
+        self._pos: dict[tuple, Tensor] = {}
+
+    def _pos_enc(self, x: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        key = (h * w, c, x.dtype, x.device)
+        enc = self._pos.get(key)
+        if enc is None:
+            enc = _position_encoding(h * w, c, x.dtype, x.device).t().reshape(1, c, h, w)
+            enc = enc.contiguous(memory_format=torch.channels_last)
+            self._pos[key] = enc
+        return enc
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        qkv = self.in_proj(x + self._pos_enc(x))
+        # channels-last view [B, HW, 3, heads, d] (no copy when qkv is channels_last)
+        qkv = qkv.permute(0, 2, 3, 1).reshape(b, h * w, 3, self.heads, c // self.heads)
+        q, k, v = (qkv[:, :, i].transpose(1, 2) for i in range(3))  # [B, heads, HW, d]
+        out = F.scaled_dot_product_attention(q, k, v)
+        out = out.transpose(1, 2).reshape(b, h, w, c).permute(0, 3, 1, 2)
+        out = F.dropout(out, self.dropout, self.training)
+        a, g = self.gate(out).chunk(2, dim=1)
+        return x + a * torch.sigmoid(g)
+
+
+class FlowPPNet(nn.Module):
+    """The Flow++ / mARFlow coupling network.
+
+    Weight-normed conv3x3 in; ``blocks`` x [gated residual conv (concat-ELU, dropout, GLU), layer
+    norm, gated multi-head self-attention with position encoding, layer norm]; weight-normed conv3x3
+    out. The output conv starts at zero so the coupling starts close to a fixed map.
+
+    Runs in channels-last memory layout inside (faster convolutions on GPU and CPU, and the layer
+    norms and attention read channels without copies); input and output are ordinary tensors.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        hidden: int = 96,
+        blocks: int = 10,
+        heads: int = 4,
+        dropout: float = 0.2,
+        attention: bool = True,
+    ) -> None:
+        super().__init__()
+        self.conv_in = _wn_conv(in_channels, hidden, 3)
+        layers: list[nn.Module] = []
+        for _ in range(blocks):
+            layers += [_GatedConv(hidden, dropout), _ChannelLayerNorm(hidden)]
+            if attention:
+                layers += [_GatedAttention(hidden, heads, dropout), _ChannelLayerNorm(hidden)]
+        self.blocks = nn.Sequential(*layers)
+        self.conv_out = _wn_conv(hidden, out_channels, 3)
+        with torch.no_grad():  # start at zero output: weight-norm gain g = 0
+            self.conv_out.parametrizations.weight.original0.zero_()
+            self.conv_out.bias.zero_()
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.conv_in(x.contiguous(memory_format=torch.channels_last))
+        return self.conv_out(self.blocks(h)).contiguous()

@@ -1,0 +1,54 @@
+"""What a run writes besides checkpoints: ``metrics.jsonl`` lines and the training curves."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+__all__ = ["log_jsonl", "plot_curves", "read_curve"]
+
+
+def log_jsonl(path: Path, record: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def plot_curves(metrics_path: Path, out_path: Path) -> Path | None:
+    """Train (smoothed) and test bits/dim against step, from ``metrics.jsonl``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train, test = [], []
+    for line in Path(metrics_path).read_text().splitlines():
+        r = json.loads(line)
+        if r.get("split") == "train":
+            train.append((r["step"], r["bpd"]))
+        elif r.get("split") == "test":
+            test.append((r["step"], r["bpd"]))
+    if not train and not test:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if train:
+        ax.plot(*zip(*train), label="train", alpha=0.8)
+    if test:
+        ax.plot(*zip(*test), "o-", label="test")
+    ax.set_xlabel("step")
+    ax.set_ylabel("bits/dim")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=100)
+    plt.close(fig)
+    return out_path
+
+
+def read_curve(metrics_path: str | Path, split: str = "test") -> list[tuple[int, float]]:
+    """``(step, bpd)`` pairs of one split from a ``metrics.jsonl``."""
+    points = []
+    for line in Path(metrics_path).read_text().splitlines():
+        r = json.loads(line)
+        if r.get("split") == split:
+            points.append((int(r["step"]), float(r["bpd"])))
+    return points

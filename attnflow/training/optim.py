@@ -1,0 +1,34 @@
+"""The optimiser and the learning-rate schedule (linear warm-up, halvings at fractions of training)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import ConfigError
+
+__all__ = ["make_optimizer", "lr_factor"]
+
+
+def make_optimizer(model: nn.Module, t: dict) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    kind = t["optimizer"].lower()
+    kwargs = dict(lr=float(t["lr"]), betas=tuple(float(b) for b in t.get("betas", (0.9, 0.999))),
+                  weight_decay=float(t["weight_decay"]))
+    if kind == "adam":
+        return torch.optim.Adam(params, **kwargs)
+    if kind == "adamax":
+        return torch.optim.Adamax(params, **kwargs)
+    raise ConfigError(f"train.optimizer must be 'adam' or 'adamax', got {t['optimizer']!r}")
+
+
+def lr_factor(t: dict):
+    warmup = int(t["warmup_steps"])
+    total = int(t["steps"])
+    milestones = sorted(int(float(f) * total) for f in (t.get("lr_milestones") or []))
+
+    def factor(step: int) -> float:
+        f = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+        return f * 0.5 ** sum(step >= m for m in milestones)
+
+    return factor

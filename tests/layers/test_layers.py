@@ -1,0 +1,181 @@
+"""Every layer through the brute-force checker, with parameters moved away from their init."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from attnflow.core import Sequential, initialize_data_dependent
+from attnflow.layers import (
+    ActNorm,
+    AffineCoupling,
+    AffineInjector,
+    ConditionalAffineCoupling,
+    Dequantize,
+    IMap,
+    InvConv1x1,
+    ITrans,
+    Logit,
+    MixtureLogisticCoupling,
+    Squeeze,
+    SwapHalves,
+)
+from attnflow.testing import FlowCheckError, check_flow, perturb_parameters, train_steps
+
+SHAPES = [(2, 4, 4, 4), (1, 5, 6, 4), (3, 3, 2, 6)]
+COND_CH = 3
+
+
+def _moved(layer, shape, device, cond=None, steps=3):
+    """Initialise data-dependent layers, perturb, then take a few optimiser steps (float64)."""
+    layer = layer.to(device=device, dtype=torch.float64)
+    x = torch.randn(shape, dtype=torch.float64, device=device)
+    initialize_data_dependent(layer, lambda: layer(x, cond))
+    perturb_parameters(layer, 0.05)
+    train_steps(layer, shape, cond=cond, steps=steps, lr=1e-2)
+    return layer
+
+
+def _cond(shape, device):
+    return torch.randn(shape[0], COND_CH, shape[2], shape[3], dtype=torch.float64, device=device)
+
+
+LAYERS = {
+    "actnorm": lambda c: ActNorm(c),
+    "invconv": lambda c: InvConv1x1(c),
+    "affine": lambda c: AffineCoupling(c, hidden=8),
+    "mixlogistic": lambda c: MixtureLogisticCoupling(c, hidden=8, blocks=1, heads=2, components=4),
+    "swap": lambda c: SwapHalves(c),
+    "squeeze": lambda c: Squeeze(2),
+}
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_unconditional_layers(name, shape, device):
+    if name == "squeeze" and (shape[2] % 2 or shape[3] % 2):
+        pytest.skip("squeeze needs even sizes")
+    factory = lambda: LAYERS[name](shape[1])  # noqa: E731
+    layer = _moved(factory(), shape, device)
+    check_flow(layer, shape, device=device, factory=factory)
+
+
+COND_LAYERS = {
+    "cond_affine": lambda c: ConditionalAffineCoupling(c, COND_CH, hidden=8),
+    "injector": lambda c: AffineInjector(c, COND_CH, hidden=8),
+    "cond_mixlogistic": lambda c: MixtureLogisticCoupling(
+        c, hidden=8, blocks=1, heads=2, components=3, cond_channels=COND_CH
+    ),
+}
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("name", list(COND_LAYERS))
+def test_conditional_layers(name, shape, device):
+    cond = _cond(shape, device)
+    factory = lambda: COND_LAYERS[name](shape[1])  # noqa: E731
+    layer = _moved(factory(), shape, device, cond=cond)
+    check_flow(layer, shape, cond=cond, device=device, factory=factory)
+
+
+@pytest.mark.parametrize("mask", ["spatial", "channel", "spatial_channel", "random"])
+@pytest.mark.parametrize("parity", [0, 1])
+@pytest.mark.parametrize("attention", ["spatial", "channel"])
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_imap(mask, parity, attention, shape, device):
+    factory = lambda: IMap(shape[1], mask=mask, parity=parity, attention=attention)  # noqa: E731
+    layer = _moved(factory(), shape, device)
+    allow = ()
+    m = layer.mask(shape[2], shape[3])
+    if not m.any():  # nothing is kept: the attention input is constant zero
+        allow = ("conv.weight", "s")
+    if mask == "spatial" and attention == "spatial":
+        # a 1x1 conv at an attended position sees only that position's kept entries: none
+        allow = ("conv.weight",)
+    if m.all():  # nothing is attended
+        allow = ("conv.weight", "conv.bias", "offset")
+    check_flow(layer, shape, device=device, factory=factory, allow_zero_grad=allow)
+
+
+ITRANS_SHAPES = [(2, 4, 4, 4), (1, 5, 6, 4), (3, 3, 2, 6), (2, 2, 6, 6)]
+# (patches, shape) pairs whose patch grid divides the map (the others are input errors, tested apart)
+ITRANS_CASES = [
+    (p, s) for p in (1, 4, 9) for s in ITRANS_SHAPES if s[2] % int(p**0.5) == 0 and s[3] % int(p**0.5) == 0
+]
+
+
+@pytest.mark.parametrize("mask", ["spatial", "channel", "spatial_channel", "random"])
+@pytest.mark.parametrize("heads", [1, 3])
+@pytest.mark.parametrize("patches,shape", ITRANS_CASES, ids=str)
+def test_itrans(mask, heads, patches, shape, device):
+    grid = int(patches**0.5)
+    factory = lambda: ITrans(shape[1], heads=heads, patches=patches, mask=mask, parity=1)  # noqa: E731
+    layer = _moved(factory(), shape, device)
+    allow = ()
+    local = layer.mask(shape[2] // grid, shape[3] // grid)
+    if not local.any():  # no kept entries: the attention is a constant
+        allow = ("query.weight", "query.bias", "key.weight", "key.bias", "log_temperature")
+    if patches == 1:  # one patch: W = 1, the layer is the identity
+        allow = ("query.weight", "query.bias", "key.weight", "key.bias", "log_temperature", "theta")
+    if local.all():  # nothing unmasked: the layer is the identity
+        allow = allow + ("query.weight", "query.bias", "key.weight", "key.bias", "log_temperature", "theta")
+    check_flow(layer, shape, device=device, factory=factory, allow_zero_grad=allow)
+
+
+def test_dequantize_and_logit(device):
+    shape = (2, 3, 4, 4)
+    check_flow(Dequantize(256, noise=False), shape, device=device)
+    x01 = torch.rand(shape, dtype=torch.float64) * 0.98 + 0.01
+    check_flow(Logit(0.05), shape, device=device, x=x01)
+
+
+def test_sequential_step_with_attention(device):
+    shape = (2, 6, 4, 4)
+    factory = lambda: Sequential(  # noqa: E731
+        ActNorm(6), InvConv1x1(6), ITrans(6, heads=2), AffineCoupling(6, hidden=8), IMap(6, parity=1)
+    )
+    layer = _moved(factory(), shape, device)
+    check_flow(layer, shape, device=device, factory=factory)
+
+
+def test_checker_catches_a_wrong_logdet(device):
+    """A check that cannot fail is a bug: a layer with an off-by-a-bit log-det must be caught."""
+
+    class Wrong(IMap):
+        def forward(self, x, cond=None):
+            y, ld = super().forward(x, cond)
+            return y, ld * (1 + 1e-6)
+
+    layer = _moved(Wrong(4), (2, 4, 4, 4), device)
+    with pytest.raises(FlowCheckError, match="autograd Jacobian"):
+        check_flow(layer, (2, 4, 4, 4), device=device)
+
+
+def test_checker_catches_a_wrong_inverse(device):
+    class Wrong(AffineCoupling):
+        def inverse(self, z, cond=None):
+            x, ld = super().inverse(z, cond)
+            return x + 1e-8, ld
+
+    layer = _moved(Wrong(4, hidden=8), (2, 4, 4, 4), device)
+    with pytest.raises(FlowCheckError, match="round trip"):
+        check_flow(layer, (2, 4, 4, 4), device=device)
+
+
+def test_checker_catches_batch_dependence(device):
+    class Leaky(AffineCoupling):
+        def forward(self, x, cond=None):
+            y, ld = super().forward(x, cond)
+            return y + 1e-3 * x.mean(), ld
+
+    layer = _moved(AffineCoupling(4, hidden=8), (2, 4, 4, 4), device)
+    leaky = Leaky(4, hidden=8).to(device=device, dtype=torch.float64)
+    leaky.load_state_dict(layer.state_dict())
+    with pytest.raises(FlowCheckError):
+        check_flow(leaky, (2, 4, 4, 4), device=device)
+
+
+def test_checker_catches_dead_parameters(device):
+    layer = AffineCoupling(4, hidden=8)  # zero-initialised output conv: hidden layers get no gradient
+    with pytest.raises(FlowCheckError, match="all-zero gradient"):
+        check_flow(layer, (2, 4, 4, 4), device=device)
