@@ -1,11 +1,33 @@
-"""Shared test options: ``--device`` (cpu or cuda) and float64 by default."""
+"""Shared test options, fixtures and helpers.
+
+Options: ``--device`` (cpu or cuda) and ``--dtype`` (float64, the default, or float32; the
+brute-force layer checks use the ``check_tolerances`` of that dtype). Every test runs with one torch
+thread: the tensors are tiny, so one thread is faster, and immune to oversubscription when other
+processes compete for the cores (two OpenMP pools on a busy 2-core machine can be 100x slower).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
+from attnflow.core import initialize_data_dependent
+from attnflow.testing import perturb_parameters, train_steps
+
+ROOT = Path(__file__).resolve().parents[1]
+DTYPES = {"float64": torch.float64, "float32": torch.float32}
+#: brute-force check tolerances (rtol of the log-det, round-trip error) per dtype
+TOLERANCES = {torch.float64: dict(rtol=1e-8, roundtrip_tol=1e-10), torch.float32: dict(rtol=2e-4, roundtrip_tol=2e-5)}
+
 
 def pytest_addoption(parser):
     parser.addoption("--device", default="cpu", help="device for the tests: cpu (default) or cuda")
+    parser.addoption("--dtype", default="float64", choices=sorted(DTYPES), help="dtype of the layer checks")
 
 
 @pytest.fixture(scope="session")
@@ -16,7 +38,48 @@ def device(request) -> torch.device:
     return dev
 
 
+@pytest.fixture(scope="session")
+def dtype(request) -> torch.dtype:
+    return DTYPES[request.config.getoption("--dtype")]
+
+
+@pytest.fixture(scope="session")
+def check_tolerances(dtype) -> dict:
+    """Keyword arguments of :func:`attnflow.testing.check_flow` for the session's dtype."""
+    return dict(dtype=dtype, **TOLERANCES[dtype])
+
+
 @pytest.fixture(autouse=True)
-def _seed():
+def _seed_and_single_thread():
     torch.manual_seed(0)
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
     yield
+    torch.set_num_threads(n)
+
+
+def move_layer(layer, shape, device, cond=None, *, steps: int = 3, seed: int = 0, dtype=torch.float64):
+    """A layer moved off its initialisation as training moves it: data-dependent init on random
+    input, a small random perturbation, then a few Adam steps of maximum likelihood."""
+    layer = layer.to(device=device, dtype=dtype)
+    x = torch.randn(shape, dtype=dtype, device=device)
+    initialize_data_dependent(layer, lambda: layer(x, cond))
+    perturb_parameters(layer, 0.05, seed=seed)
+    train_steps(layer, shape, cond=cond, steps=steps, lr=1e-2, seed=seed)
+    return layer
+
+
+def run_cli(*args: str, check: bool = True, cwd=None, env_extra: dict | None = None, timeout: int = 600):
+    """``attnflow ARGS`` in a subprocess (one OpenMP thread, unbuffered), as a user runs it."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    env.update(env_extra or {})
+    proc = subprocess.run(
+        [sys.executable, "-m", "attnflow.cli", *args], capture_output=True, text=True,
+        cwd=cwd if cwd is not None else ROOT, env=env, timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"attnflow {' '.join(args)} failed ({proc.returncode}):\nstdout:\n{proc.stdout[-2000:]}\n"
+            f"stderr:\n{proc.stderr[-3000:]}"
+        )
+    return proc

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_cli
 
 TINY = [
     "--set", "model.hidden=8", "--set", "model.blocks=1", "--set", "model.components=2",
@@ -20,16 +21,7 @@ TINY = [
 ]
 
 
-def run(*args: str, check: bool = True, cwd=None, env_extra=None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-    env.update(env_extra or {})
-    proc = subprocess.run(
-        [sys.executable, "-m", "attnflow.cli", *args], capture_output=True, text=True, cwd=cwd,
-        env=env, timeout=600,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"attnflow {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return proc
+run = run_cli
 
 
 def last_json(stdout: str) -> dict:

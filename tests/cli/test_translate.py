@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli
 from PIL import Image
 from torch.utils.data import DataLoader
 
@@ -29,21 +28,7 @@ from attnflow.training.checkpoint import save_checkpoint
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def attnflow(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        [sys.executable, "-m", "attnflow.cli", *args], capture_output=True, text=True, env=ENV, timeout=300
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"attnflow {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
-    return proc
+attnflow = run_cli
 
 
 def write_cityscapes(root, split="val", n=3, size=(24, 48)):

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import move_layer
 
-from attnflow.core import Sequential, initialize_data_dependent
+from attnflow.core import Sequential
 from attnflow.layers import (
     ActNorm,
     AffineCoupling,
@@ -20,24 +21,20 @@ from attnflow.layers import (
     Squeeze,
     SwapHalves,
 )
-from attnflow.testing import FlowCheckError, check_flow, perturb_parameters, train_steps
+from attnflow.testing import FlowCheckError, check_flow
 
 SHAPES = [(2, 4, 4, 4), (1, 5, 6, 4), (3, 3, 2, 6)]
 COND_CH = 3
 
 
-def _moved(layer, shape, device, cond=None, steps=3):
-    """Initialise data-dependent layers, perturb, then take a few optimiser steps (float64)."""
-    layer = layer.to(device=device, dtype=torch.float64)
-    x = torch.randn(shape, dtype=torch.float64, device=device)
-    initialize_data_dependent(layer, lambda: layer(x, cond))
-    perturb_parameters(layer, 0.05)
-    train_steps(layer, shape, cond=cond, steps=steps, lr=1e-2)
-    return layer
+@pytest.fixture()
+def moved(device, dtype):
+    """``moved(layer, shape, cond=None)``: the layer off its initialisation (see ``move_layer``)."""
+    return lambda layer, shape, cond=None, steps=3: move_layer(layer, shape, device, cond, steps=steps, dtype=dtype)
 
 
-def _cond(shape, device):
-    return torch.randn(shape[0], COND_CH, shape[2], shape[3], dtype=torch.float64, device=device)
+def _cond(shape, device, dtype=torch.float64):
+    return torch.randn(shape[0], COND_CH, shape[2], shape[3], dtype=dtype, device=device)
 
 
 LAYERS = {
@@ -52,12 +49,12 @@ LAYERS = {
 
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("name", list(LAYERS))
-def test_unconditional_layers(name, shape, device):
+def test_unconditional_layers(name, shape, device, moved, check_tolerances):
     if name == "squeeze" and (shape[2] % 2 or shape[3] % 2):
         pytest.skip("squeeze needs even sizes")
     factory = lambda: LAYERS[name](shape[1])  # noqa: E731
-    layer = _moved(factory(), shape, device)
-    check_flow(layer, shape, device=device, factory=factory)
+    layer = moved(factory(), shape)
+    check_flow(layer, shape, device=device, factory=factory, **check_tolerances)
 
 
 COND_LAYERS = {
@@ -71,20 +68,20 @@ COND_LAYERS = {
 
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("name", list(COND_LAYERS))
-def test_conditional_layers(name, shape, device):
-    cond = _cond(shape, device)
+def test_conditional_layers(name, shape, device, moved, check_tolerances):
+    cond = _cond(shape, device, check_tolerances["dtype"])
     factory = lambda: COND_LAYERS[name](shape[1])  # noqa: E731
-    layer = _moved(factory(), shape, device, cond=cond)
-    check_flow(layer, shape, cond=cond, device=device, factory=factory)
+    layer = moved(factory(), shape, cond=cond)
+    check_flow(layer, shape, cond=cond, device=device, factory=factory, **check_tolerances)
 
 
 @pytest.mark.parametrize("mask", ["spatial", "channel", "spatial_channel", "random"])
 @pytest.mark.parametrize("parity", [0, 1])
 @pytest.mark.parametrize("attention", ["spatial", "channel"])
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
-def test_imap(mask, parity, attention, shape, device):
+def test_imap(mask, parity, attention, shape, device, moved, check_tolerances):
     factory = lambda: IMap(shape[1], mask=mask, parity=parity, attention=attention)  # noqa: E731
-    layer = _moved(factory(), shape, device)
+    layer = moved(factory(), shape)
     allow = ()
     m = layer.mask(shape[2], shape[3])
     if not m.any():  # nothing is kept: the attention input is constant zero
@@ -94,7 +91,7 @@ def test_imap(mask, parity, attention, shape, device):
         allow = ("conv.weight",)
     if m.all():  # nothing is attended
         allow = ("conv.weight", "conv.bias", "offset")
-    check_flow(layer, shape, device=device, factory=factory, allow_zero_grad=allow)
+    check_flow(layer, shape, device=device, factory=factory, allow_zero_grad=allow, **check_tolerances)
 
 
 ITRANS_SHAPES = [(2, 4, 4, 4), (1, 5, 6, 4), (3, 3, 2, 6), (2, 2, 6, 6)]
@@ -107,10 +104,10 @@ ITRANS_CASES = [
 @pytest.mark.parametrize("mask", ["spatial", "channel", "spatial_channel", "random"])
 @pytest.mark.parametrize("heads", [1, 3])
 @pytest.mark.parametrize("patches,shape", ITRANS_CASES, ids=str)
-def test_itrans(mask, heads, patches, shape, device):
+def test_itrans(mask, heads, patches, shape, device, moved, check_tolerances):
     grid = int(patches**0.5)
     factory = lambda: ITrans(shape[1], heads=heads, patches=patches, mask=mask, parity=1)  # noqa: E731
-    layer = _moved(factory(), shape, device)
+    layer = moved(factory(), shape)
     allow = ()
     local = layer.mask(shape[2] // grid, shape[3] // grid)
     if not local.any():  # no kept entries: the attention is a constant
@@ -119,7 +116,7 @@ def test_itrans(mask, heads, patches, shape, device):
         allow = ("query.weight", "query.bias", "key.weight", "key.bias", "log_temperature", "theta")
     if local.all():  # nothing unmasked: the layer is the identity
         allow = allow + ("query.weight", "query.bias", "key.weight", "key.bias", "log_temperature", "theta")
-    check_flow(layer, shape, device=device, factory=factory, allow_zero_grad=allow)
+    check_flow(layer, shape, device=device, factory=factory, allow_zero_grad=allow, **check_tolerances)
 
 
 def test_dequantize_and_logit(device):
@@ -129,13 +126,13 @@ def test_dequantize_and_logit(device):
     check_flow(Logit(0.05), shape, device=device, x=x01)
 
 
-def test_sequential_step_with_attention(device):
+def test_sequential_step_with_attention(device, moved, check_tolerances):
     shape = (2, 6, 4, 4)
     factory = lambda: Sequential(  # noqa: E731
         ActNorm(6), InvConv1x1(6), ITrans(6, heads=2), AffineCoupling(6, hidden=8), IMap(6, parity=1)
     )
-    layer = _moved(factory(), shape, device)
-    check_flow(layer, shape, device=device, factory=factory)
+    layer = moved(factory(), shape)
+    check_flow(layer, shape, device=device, factory=factory, **check_tolerances)
 
 
 def test_checker_catches_a_wrong_logdet(device):
@@ -146,7 +143,7 @@ def test_checker_catches_a_wrong_logdet(device):
             y, ld = super().forward(x, cond)
             return y, ld * (1 + 1e-6)
 
-    layer = _moved(Wrong(4), (2, 4, 4, 4), device)
+    layer = move_layer(Wrong(4), (2, 4, 4, 4), device)
     with pytest.raises(FlowCheckError, match="autograd Jacobian"):
         check_flow(layer, (2, 4, 4, 4), device=device)
 
@@ -157,7 +154,7 @@ def test_checker_catches_a_wrong_inverse(device):
             x, ld = super().inverse(z, cond)
             return x + 1e-8, ld
 
-    layer = _moved(Wrong(4, hidden=8), (2, 4, 4, 4), device)
+    layer = move_layer(Wrong(4, hidden=8), (2, 4, 4, 4), device)
     with pytest.raises(FlowCheckError, match="round trip"):
         check_flow(layer, (2, 4, 4, 4), device=device)
 
@@ -168,7 +165,7 @@ def test_checker_catches_batch_dependence(device):
             y, ld = super().forward(x, cond)
             return y + 1e-3 * x.mean(), ld
 
-    layer = _moved(AffineCoupling(4, hidden=8), (2, 4, 4, 4), device)
+    layer = move_layer(AffineCoupling(4, hidden=8), (2, 4, 4, 4), device)
     leaky = Leaky(4, hidden=8).to(device=device, dtype=torch.float64)
     leaky.load_state_dict(layer.state_dict())
     with pytest.raises(FlowCheckError):

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import move_layer
 from PIL import Image
 
 from attnflow.config import DEFAULTS, ConfigError, load_preset, merge
@@ -21,19 +22,10 @@ from attnflow.layers.conditional import (
 )
 from attnflow.layers.conv import lu_weight
 from attnflow.models import FullGlow, build_model, dequantization_noise
-from attnflow.testing import FlowCheckError, check_flow, check_model, perturb_parameters, train_steps
+from attnflow.testing import FlowCheckError, check_flow, check_model, perturb_parameters
 
 F64 = torch.float64
 
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """These tensors are tiny: one thread is faster, and immune to oversubscription when other
-    processes compete for the cores (two OpenMP threads on a busy 2-core machine can be 100x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 # ------------------------------------------------------------------------------------------------
 # conditional layers
@@ -52,13 +44,8 @@ LAYERS = {
 
 def _moved(name, shape, device, seed=0):
     torch.manual_seed(seed)
-    layer = LAYERS[name](shape).to(device=device, dtype=F64)
     cond = torch.randn(shape[0], COND_CH, *shape[2:], dtype=F64, device=device)
-    x = torch.randn(shape, dtype=F64, device=device)
-    initialize_data_dependent(layer, lambda: layer(x, cond))
-    perturb_parameters(layer, 0.05, seed=seed)
-    train_steps(layer, shape, cond=cond, steps=3, lr=1e-2)
-    return layer, cond
+    return move_layer(LAYERS[name](shape), shape, device, cond, seed=seed), cond
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
