@@ -17,6 +17,7 @@ __all__ = [
     "add_temperature_arg",
     "add_seed_arg",
     "add_device_arg",
+    "add_sampling_args",
     "resolve",
     "temperature",
     "positive_int",
@@ -82,6 +83,21 @@ def add_seed_arg(p: argparse.ArgumentParser) -> None:
 
 def add_device_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: the config's, else cpu)")
+
+
+def add_sampling_args(
+    p: argparse.ArgumentParser, *, checkpoint: str, inputs: tuple[str, str], temperature: float,
+    samples: str, out: str,
+) -> None:
+    """The options of the commands that sample a conditional model for input images
+    (``super-resolve``, ``translate``): checkpoint, inputs, temperatures, samples, out, seed, device."""
+    p.add_argument("checkpoint", help=checkpoint)
+    p.add_argument(inputs[0], help=inputs[1])
+    add_temperature_arg(p, [temperature], "sampling")
+    p.add_argument("--samples", type=positive_int, default=4, help=f"{samples} (default 4)")
+    p.add_argument("--out", default=out, help=f"output folder (default {out})")
+    add_seed_arg(p)
+    add_device_arg(p)
 
 
 def resolve(args: argparse.Namespace) -> dict:

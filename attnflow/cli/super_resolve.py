@@ -13,9 +13,7 @@ import argparse
 from pathlib import Path
 
 from .common import (
-    add_device_arg,
-    add_seed_arg,
-    add_temperature_arg,
+    add_sampling_args,
     collect_inputs,
     load_task_model,
     positive_int,
@@ -99,12 +97,10 @@ def add_parser(sub) -> None:
             "RGB; their size must be a multiple of the model's LR multiple (see the error message)."
         ),
     )
-    p.add_argument("checkpoint", help="an SR checkpoint (e.g. runs/sr-demo/checkpoints/last.pt)")
-    p.add_argument("input", help="an LR image file, or a folder of them (searched recursively)")
-    add_temperature_arg(p, [0.8], "sampling")
-    p.add_argument("--samples", type=positive_int, default=4, help="SR samples per image and temperature")
-    p.add_argument("--out", default="sr_out", help="output folder (default sr_out)")
+    add_sampling_args(
+        p, checkpoint="an SR checkpoint (e.g. runs/sr-demo/checkpoints/last.pt)",
+        inputs=("input", "an LR image file, or a folder of them (searched recursively)"),
+        temperature=0.8, samples="SR samples per image and temperature", out="sr_out",
+    )
     p.add_argument("--batch-size", type=positive_int, default=8, help="samples drawn at once (memory)")
-    add_seed_arg(p)
-    add_device_arg(p)
     p.set_defaults(func=cmd_super_resolve)

@@ -22,15 +22,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .common import (
-    add_device_arg,
-    add_seed_arg,
-    add_temperature_arg,
-    collect_inputs,
-    load_task_model,
-    positive_int,
-    print_json,
-)
+from .common import add_sampling_args, collect_inputs, load_task_model, print_json
 
 __all__ = ["add_parser", "translate"]
 
@@ -104,13 +96,11 @@ def add_parser(sub) -> None:
             "label-id PNGs (e.g. *_gtFine_labelIds.png); both are resized with nearest neighbour."
         ),
     )
-    p.add_argument("checkpoint", help="a checkpoint of a fullglow model (OUT/checkpoints/last.pt)")
-    p.add_argument("labels", help="a label image, or a folder of label images")
-    add_temperature_arg(p, [0.7], "sampling")
-    p.add_argument("--samples", type=positive_int, default=4, help="photos per label map (default 4)")
-    p.add_argument("--out", default="translations", help="output folder (default ./translations)")
+    add_sampling_args(
+        p, checkpoint="a checkpoint of a fullglow model (OUT/checkpoints/last.pt)",
+        inputs=("labels", "a label image, or a folder of label images"),
+        temperature=0.7, samples="photos per label map and temperature", out="translations",
+    )
     p.add_argument("--glob", help="in a folder, only files whose name matches, e.g. '*_gtFine_color.png'")
     p.add_argument("--save-labels", action="store_true", help="also write NAME_labels.png (the resized label map)")
-    add_seed_arg(p)
-    add_device_arg(p)
     p.set_defaults(func=cmd_translate)
