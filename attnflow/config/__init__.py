@@ -41,6 +41,7 @@ class ConfigError(ValueError):
 
 DEFAULTS: dict[str, Any] = {
     "name": "custom",
+    "paper_params_M": None,  # a paper row's parameter count (millions), shown by `attnflow presets --params`
     "model": {  # shared keys; each backbone adds its own (attnflow.models.complete_config)
         "backbone": "marflow",  # marflow | glow | srflow | fullglow
         "image_shape": [1, 28, 28],
@@ -194,6 +195,12 @@ def merge(base: dict, update: dict, *, prefix: str = "") -> dict:
             raise ConfigError(f"unknown config key {path!r}; valid keys here: {valid}")
         if isinstance(out.get(key), dict) and isinstance(value, dict):
             out[key] = merge(out[key], value, prefix=f"{path}.")
+        elif isinstance(out.get(key), dict) and out[key] and not prefix:
+            keys = ", ".join(sorted(out[key]))
+            raise ConfigError(
+                f"{path!r} is a config section, not a value; set one of its keys "
+                f"({path}.KEY=VALUE with KEY one of: {keys}), got {path}={value!r}"
+            )
         else:
             out[key] = copy.deepcopy(value)
     return out

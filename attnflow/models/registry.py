@@ -91,12 +91,18 @@ def build_model(config: dict[str, Any]) -> FlowModel:
         raise ConfigError(f"model config for backbone {spec.name!r} is incomplete or wrong: {err}") from None
 
 
-_PRIOR_KEYS = {"prior": "ar", "prior_hidden": 32, "prior_layers": 3}
+# prior_geometry: the ConvLSTM kernel/dilation per level; "reference" is the official mARFlow code's
+# (5/2, 5/1, then 3/1), "uniform" 5/1 everywhere (what attnflow used before 0.2)
+_PRIOR_KEYS = {"prior": "ar", "prior_hidden": 32, "prior_layers": 3, "prior_geometry": "reference"}
 
 
 def _priors(m: dict):
     if m["prior"] == "ar":
-        return ar_priors(hidden=int(m["prior_hidden"]), layers=int(m["prior_layers"]), geometry="uniform")
+        try:
+            return ar_priors(hidden=int(m["prior_hidden"]), layers=int(m["prior_layers"]),
+                             geometry=str(m["prior_geometry"]))
+        except ValueError as err:
+            raise ConfigError(f"model.prior_geometry: {err}") from None
     if m["prior"] == "gaussian":
         return gaussian_priors()
     raise ConfigError(f"model.prior must be 'ar' or 'gaussian', got {m['prior']!r}")
