@@ -31,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="attnflow",
         description="Normalizing flows with invertible attention (iMap, iTrans): train, sample, evaluate.",
     )
+    parser.add_argument("--debug", action="store_true",
+                        help="on an error, show the full traceback instead of one line")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     for command in COMMANDS:
         command.add_parser(sub)
@@ -39,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from ..config import ConfigError
-    from ..training import CheckpointError, TrainingError
+    from ..training import CheckpointError, TrainingError, TrainingInterrupted
 
     try:
         args = build_parser().parse_args(argv)
@@ -47,10 +49,24 @@ def main(argv: list[str] | None = None) -> int:
         return int(exit_.code or 0)
     try:
         return int(args.func(args) or 0)
+    except TrainingInterrupted as err:  # Ctrl-C: the message names the checkpoint to resume from
+        if args.debug:
+            raise
+        print(f"attnflow {args.command}: interrupted: {err}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"attnflow {args.command}: interrupted", file=sys.stderr)
+        return 130
     except TrainingError as err:
+        if args.debug:
+            raise
         print(f"attnflow {args.command}: training stopped: {err}", file=sys.stderr)
         return 1
     except (ConfigError, CheckpointError, FileNotFoundError, ValueError) as err:
+        if args.debug:
+            raise
         print(f"attnflow {args.command}: error: {err}", file=sys.stderr)
         return 2
 

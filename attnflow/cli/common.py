@@ -24,6 +24,10 @@ __all__ = [
     "collect_inputs",
     "load_task_model",
     "print_json",
+    "json_text",
+    "json_safe",
+    "device",
+    "check_data_dir",
 ]
 
 _COMMAND_FOR_TASK = {
@@ -81,8 +85,40 @@ def add_seed_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
 
 
+def device(value: str) -> str:
+    """argparse type: a device torch can use on this machine (``cuda`` needs CUDA)."""
+    from ..config import ConfigError
+    from ..training.checks import check_device
+
+    try:
+        return check_device(value, "")
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err).strip()) from None
+
+
 def add_device_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", help="cpu, cuda or cuda:N (default: the config's, else cpu)")
+    p.add_argument("--device", type=device, help="cpu, cuda or cuda:N (default: the config's, else cpu)")
+
+
+def check_data_dir(path: str | Path, dataset: str, option: str = "--data-dir") -> Path:
+    """``path`` if it is a non-empty folder that ``dataset`` reads; else a ValueError saying why."""
+    from ..data import _NEEDS_ROOT, DATASETS
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{option} {path} does not exist (give the folder holding the {dataset!r} data)")
+    if not path.is_dir():
+        raise ValueError(f"{option} {path} is a file, not a folder (give the folder holding the {dataset!r} data)")
+    if not any(path.iterdir()):
+        raise ValueError(f"{option} {path} is an empty folder (give the folder holding the {dataset!r} data)")
+    if dataset in DATASETS and dataset not in _NEEDS_ROOT:
+        reads = ", ".join(sorted(_NEEDS_ROOT))
+        raise ValueError(
+            f"{option} {path} given, but dataset {dataset!r} is built in and reads no folder (the "
+            f"folder would be ignored); name a dataset that reads it with --set data.name=NAME "
+            f"(one of {reads}; mnist-idx for MNIST idx files)"
+        )
+    return path
 
 
 def add_sampling_args(
@@ -100,10 +136,14 @@ def add_sampling_args(
     add_device_arg(p)
 
 
-def resolve(args: argparse.Namespace) -> dict:
-    """The config the options describe, with the backbone's defaults filled in and checked."""
-    from ..config import resolve_config
+def resolve(args: argparse.Namespace, base: dict | None = None) -> dict:
+    """The config the options describe, with the backbone's defaults filled in and checked.
+
+    ``base``: a config to apply the options to instead of ``--preset``/``--config`` (a resumed
+    run's stored config)."""
+    from ..config import apply_overrides, resolve_config
     from ..models import complete_config
+    from ..training.checks import check_config
 
     overrides = list(args.overrides)
     if getattr(args, "data_dir", None):
@@ -112,7 +152,14 @@ def resolve(args: argparse.Namespace) -> dict:
         overrides.append(f"train.steps={args.steps}")
     if getattr(args, "device", None):
         overrides.append(f"train.device={args.device}")
-    return complete_config(resolve_config(args.preset, args.config, overrides))
+    if base is not None:
+        config = complete_config(apply_overrides(base, overrides))
+    else:
+        config = complete_config(resolve_config(args.preset, args.config, overrides))
+    check_config(config)
+    if getattr(args, "data_dir", None):
+        check_data_dir(args.data_dir, config["data"]["name"])
+    return config
 
 
 def collect_inputs(path: str | Path, what: str, pattern: str | None = None) -> list[tuple[str, Path]]:
@@ -152,5 +199,24 @@ def load_task_model(checkpoint: str, device: Any, task: str, command: str):
     return model, config, state
 
 
+def json_safe(obj: Any) -> Any:
+    """``obj`` with NaN / infinite numbers replaced by None (JSON has no NaN or Infinity)."""
+    import numbers
+
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, numbers.Real) and not isinstance(obj, numbers.Integral):
+        value = float(obj)
+        return value if math.isfinite(value) else None
+    return obj
+
+
+def json_text(obj: Any) -> str:
+    """Valid JSON (NaN and Infinity become null; other non-JSON values their ``str``)."""
+    return json.dumps(json_safe(obj), indent=2, default=str, allow_nan=False)
+
+
 def print_json(obj: Any) -> None:
-    print(json.dumps(obj, indent=2, default=str))
+    print(json_text(obj))

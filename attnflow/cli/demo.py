@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import positive_int
+from .common import device, positive_int
 
 __all__ = ["add_parser", "run_demo"]
 
@@ -25,7 +25,8 @@ def run_demo(
         f"{m['attention']} attention at {m['position']} on the bundled MNIST digits "
         f"(4,500 train / 500 test), {t['steps']} steps of batch {t['batch_size']} on {device or t['device']}"
     )
-    summary = train(config, out, device=device)
+    # the demo's folder is the demo's: a previous demo run there is moved aside (never deleted)
+    summary = train(config, out, device=device, overwrite=Path(out).exists())
     out_path = Path(out)
     samples = sorted((out_path / "samples").glob("*.png"))
     print()
@@ -47,7 +48,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("demo", help="train AttnFlow-iMap on the bundled MNIST digits (CPU, minutes)")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--steps", type=positive_int)
-    p.add_argument("--device")
+    p.add_argument("--device", type=device, help="cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a value of the mnist preset (repeatable)")
     p.set_defaults(func=cmd_demo)

@@ -13,10 +13,17 @@ example grids).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from .common import add_device_arg, add_seed_arg, add_temperature_arg, positive_int, print_json
+from .common import (
+    add_device_arg,
+    add_seed_arg,
+    add_temperature_arg,
+    check_data_dir,
+    json_text,
+    positive_int,
+    print_json,
+)
 
 __all__ = ["add_parser"]
 
@@ -26,6 +33,8 @@ def _dataset(args, config: dict, model, *, sr: bool = False):
     from ..evaluation import SR_DATASETS
 
     data_cfg = evaluation_data_config(config, args.data, args.data_dir)
+    if args.data_dir:
+        check_data_dir(args.data_dir, data_cfg["name"])
     if sr:
         if data_cfg["name"] not in SR_DATASETS:
             raise ValueError(
@@ -142,7 +151,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         name = "sr_eval.json" if model.task == "super_resolution" else "evaluation.json"
-        (out / name).write_text(json.dumps(result, indent=2, default=str) + "\n")
+        (out / name).write_text(json_text(result) + "\n")
     return 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,12 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint with ``weights_only=True`` (tensors and plain containers only)."""
     path = Path(path)
+    if path.is_dir():
+        hint = next((c for c in (path / "checkpoints" / "last.pt", path / "last.pt") if c.is_file()), None)
+        raise CheckpointError(
+            f"checkpoint {path} is a directory, not a checkpoint file"
+            + (f"; did you mean {hint}?" if hint else " (give a .pt file, e.g. RUN/checkpoints/last.pt)")
+        )
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
@@ -117,6 +124,32 @@ def load_model(
     state = load_checkpoint(checkpoint, map_location="cpu")
     config = state["config"]
     model = build_model(config)
-    model.load_state_dict(state["model"])
+    load_weights(model, state["model"], checkpoint)
     model.to(device).eval()
     return model, config, state
+
+
+def load_weights(model: torch.nn.Module, weights: dict, where: str | Path) -> None:
+    """``model.load_state_dict(weights)``; a mismatch is a one-line :class:`CheckpointError`."""
+    try:
+        model.load_state_dict(weights)
+    except (RuntimeError, KeyError, TypeError) as err:
+        text = str(err)
+        counts = {"missing": 0, "unexpected": 0, "of another shape": 0}
+        for line in text.splitlines():
+            line = line.strip()
+            if line.startswith("Missing key(s)"):
+                counts["missing"] += len(re.findall(r'"[^"]*"', line))
+            elif line.startswith("Unexpected key(s)"):
+                counts["unexpected"] += len(re.findall(r'"[^"]*"', line))
+            elif line.startswith("size mismatch for"):
+                counts["of another shape"] += 1
+        parts = [f"{n} {what}" for what, n in counts.items() if n]
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        first = lines[1] if len(lines) > 1 else (lines[0] if lines else type(err).__name__)
+        raise CheckpointError(
+            f"checkpoint {where}: its weights do not fit the model its config describes "
+            f"(parameters: {', '.join(parts) or 'mismatch'}; e.g. {first[:160]}...); "
+            f"the file was edited, or its config does not belong to these weights"
+        ) from None
+

@@ -3,6 +3,7 @@ samples, TensorBoard + ``metrics.jsonl``, atomic checkpoints, exact ``resume``, 
 
 Output folder::
 
+    OUT/.lock                  held while a run writes the folder (pid, host); see rundir.py
     OUT/config.yaml            the resolved config
     OUT/metrics.jsonl          one JSON line per log/eval event
     OUT/tb/                    TensorBoard scalars
@@ -15,6 +16,9 @@ from __future__ import annotations
 
 import math
 import os
+import signal
+import sys
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -31,11 +35,22 @@ from ..data import dataset_from_config
 from ..evaluation.likelihood import evaluate_bpd
 from ..images import save_grid
 from ..models import FlowModel, build_model, complete_config
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import load_checkpoint, load_weights, rng_state, save_checkpoint, set_rng_state
+from .checks import check_config, check_device
 from .logging import log_jsonl, plot_curves
 from .optim import lr_factor, make_optimizer
+from .rundir import (
+    RunDirError,
+    check_out_path,
+    prepare_run_dir,
+    remove_stale_temp_files,
+    resume_config,
+    stored_config,
+    truncate_metrics,
+    write_text_atomic,
+)
 
-__all__ = ["TrainingError", "ResumableBatches", "train"]
+__all__ = ["TrainingError", "TrainingInterrupted", "ResumableBatches", "train"]
 
 
 class TrainingError(RuntimeError):
@@ -91,8 +106,62 @@ def _seed_all(seed: int) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
+# Ctrl-C
+# ------------------------------------------------------------------------------------------------
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training was stopped by Ctrl-C; the message says which checkpoint to ``--resume`` from."""
+
+
+class _Abort(KeyboardInterrupt):
+    """A second Ctrl-C: stop at once, without saving."""
+
+
+class _StopAtStepBoundary:
+    """SIGINT handler while training: the first Ctrl-C asks to stop after the current step (which
+    is finished and checkpointed); a second one stops at once. Only in the main thread."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.previous = None
+        self.installed = False
+
+    def __call__(self, signum, frame) -> None:
+        if self.requested:
+            raise _Abort()
+        self.requested = True
+        print("\ninterrupt: finishing the current step and saving a checkpoint "
+              "(press Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+
+    def __enter__(self) -> _StopAtStepBoundary:
+        if threading.current_thread() is threading.main_thread():
+            try:
+                self.previous = signal.signal(signal.SIGINT, self)
+                self.installed = True
+            except (ValueError, OSError):  # pragma: no cover - e.g. embedded interpreters
+                pass
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.installed:
+            signal.signal(signal.SIGINT, self.previous)
+            self.installed = False
+
+
+# ------------------------------------------------------------------------------------------------
 # the loop
 # ------------------------------------------------------------------------------------------------
+
+
+def _all_finite(tensors) -> bool:
+    return all(bool(torch.isfinite(v).all()) for v in tensors
+               if isinstance(v, Tensor) and (v.is_floating_point() or v.is_complex()))
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer):
+    for per_param in optimizer.state.values():
+        yield from per_param.values()
 
 
 def train(
@@ -101,31 +170,67 @@ def train(
     *,
     device: str | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
 ) -> dict:
     """Train the model a config describes; returns a summary (final test bits/dim, paths).
 
+    ``out_dir`` belongs to this run while it trains (``OUT/.lock``). A new run refuses a non-empty
+    ``out_dir``; ``overwrite=True`` renames the old folder aside (``OUT.old-YYYYmmdd-HHMMSS``).
+
     With ``resume=True``, training continues from ``out_dir/checkpoints/last.pt`` exactly where it
-    stopped (same data order, RNG states, optimiser and scheduler); the checkpoint's config is
-    used, except ``train.steps`` which may be raised.
+    stopped (same data order, RNG states, optimiser and scheduler), or from step 0 with
+    ``out_dir/config.yaml`` when no checkpoint was written yet. The stored config is used: a
+    setting of ``config`` that differs from it is a ``ConfigError``, except ``train.steps`` (which
+    may be raised) and :data:`~attnflow.training.rundir.RESUME_SAFE_KEYS`.
+
+    The first Ctrl-C (SIGINT) stops after the current step and saves a checkpoint; the run then
+    raises :class:`TrainingInterrupted` (a ``KeyboardInterrupt``). A second Ctrl-C stops at once.
     """
     out = Path(out_dir)
+    world, rank, local_rank = _dist_info()
+    is_main = rank == 0
+    config = check_config(complete_config(config))
+    check_out_path(out)
+    if resume and overwrite:
+        raise RunDirError("give --resume (continue the run) or --overwrite (start afresh), not both")
+    if resume and is_main and not out.is_dir():
+        raise RunDirError(f"--resume: {out} does not exist; there is no run to resume (drop --resume to start one)")
+    lock = prepare_run_dir(out, resume=resume, overwrite=overwrite) if is_main else None
+    stop = _StopAtStepBoundary()  # installed by _train for the loop
+    try:
+        return _train(config, out, device=device, resume=resume, progress=progress, stop=stop)
+    finally:
+        stop.__exit__()
+        if lock is not None:
+            lock.release()
+
+
+def _train(config: dict, out: Path, *, device, resume: bool, progress: bool, stop: _StopAtStepBoundary) -> dict:
     ckpt_dir = out / "checkpoints"
     last_path = ckpt_dir / "last.pt"
+    best_path = ckpt_dir / "best.pt"
     world, rank, local_rank = _dist_info()
     is_main = rank == 0
 
     state = None
+    if is_main:
+        remove_stale_temp_files(out, ckpt_dir)
     if resume:
-        if not last_path.is_file():
-            raise TrainingError(f"--resume: no checkpoint at {last_path}")
-        state = load_checkpoint(last_path)
-        steps = int(config["train"]["steps"])
-        config = state["config"]
-        config["train"]["steps"] = max(steps, int(config["train"]["steps"]))
-    config = complete_config(config)
+        if last_path.is_file():
+            state = load_checkpoint(last_path)
+            config = resume_config(config, state["config"], last_path, int(state["step"]))
+        else:
+            stored = stored_config(out)
+            if stored is None:
+                raise RunDirError(
+                    f"--resume: {out} holds no run to resume (no {last_path} and no config.yaml); "
+                    f"start it without --resume"
+                )
+            config = resume_config(config, stored[0], stored[1], 0)
+        config = check_config(config)
     t = config["train"]
-    device_name = device or t.get("device") or "cpu"
+    device_name = check_device(device or t.get("device") or "cpu", "--device" if device else "train.device")
     if world > 1:
         backend = "nccl" if device_name.startswith("cuda") else "gloo"
         if not dist.is_initialized():
@@ -157,7 +262,7 @@ def train(
 
     model: FlowModel = build_model(config).to(dev)
     if state:
-        model.load_state_dict(state["model"])
+        load_weights(model, state["model"], last_path)
     else:
         first = next(iter(DataLoader(train_set, generator=torch.Generator(), batch_sampler=ResumableBatches(
             len(train_set), int(t["batch_size"]), 1, seed=int(t["seed"]), rank=rank, world=world))))
@@ -173,49 +278,75 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(t))
     best = math.inf
     bad_in_a_row = 0
-    last_test: float | None = None
     if state:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
         best = float(state.get("best_test_bpd", math.inf))
         bad_in_a_row = int(state.get("bad_steps", 0))
+        if best_path.is_file():  # a save killed between best.pt and last.pt: best.pt knows better
+            try:
+                best = min(best, float(load_checkpoint(best_path).get("best_test_bpd", math.inf)))
+            except Exception:  # noqa: BLE001 - an unreadable best.pt is replaced by the next best
+                pass
 
     writer = None
     metrics_path = out / "metrics.jsonl"
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        if resume:
+            truncate_metrics(metrics_path, start)
+        write_text_atomic(out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
         from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(str(out / "tb"), purge_step=start if state else None)
+        writer = SummaryWriter(str(out / "tb"), purge_step=start if resume else None)
 
-    def checkpoint(step: int, test_bpd: float | None = None) -> None:
+    # the last checkpoint known good: (step, path)
+    last_good: list = [start, last_path] if state else [None, None]
+
+    def good_state() -> bool:
+        return bad_in_a_row == 0 and _all_finite(model.state_dict().values()) and _all_finite(
+            _optimizer_tensors(optimizer))
+
+    def last_good_text() -> str:
+        if last_good[0] is None:
+            return "no checkpoint was written yet"
+        return f"the last good checkpoint is {last_good[1]} (step {last_good[0]})"
+
+    def checkpoint(step: int, rng: dict | None = None, *, evaluated: float | None = None) -> bool:
+        """Save last.pt (and best.pt when ``evaluated`` is a new best); False if not saved."""
         nonlocal best
         if not is_main:
-            return
+            return True
+        if not good_state():
+            return False
+        new_best = evaluated is not None and math.isfinite(evaluated) and evaluated < best
+        if new_best:
+            best = evaluated
         payload = {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "step": step,
-            "rng": rng_state(),
+            "rng": rng if rng is not None else rng_state(),
             "config": config,
             "best_test_bpd": best,
-            "last_test_bpd": test_bpd if test_bpd is not None else last_test,
+            "last_test_bpd": last_test,
             "bad_steps": bad_in_a_row,
             "attnflow_version": _version(),
         }
+        if new_best:  # best.pt first: a kill between the two saves keeps the better model
+            save_checkpoint(payload, best_path)
         save_checkpoint(payload, last_path)
-        if test_bpd is not None and test_bpd < best:
-            best = test_bpd
-            payload["best_test_bpd"] = best
-            save_checkpoint(payload, ckpt_dir / "best.pt")
+        last_good[:] = [step, last_path]
+        return True
 
     def evaluate_and_sample(step: int) -> float:
         nonlocal last_test
-        test_bpd = evaluate_bpd(model, test_loader, t.get("eval_max_batches"))
+        # evaluation leaves the training RNG untouched: a run is the same whenever it evaluates
         with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+            torch.manual_seed(int(t["seed"]) + 54321)
+            test_bpd = evaluate_bpd(model, test_loader, t.get("eval_max_batches"))
             torch.manual_seed(int(t["seed"]) + 12345)
             model.eval()
             cond = _sample_conditions(model, test_set, int(t["n_samples"]))
@@ -239,11 +370,22 @@ def train(
     model.train()
     step = start
     last_saved = start
+    pending = False  # a checkpoint was due but the state was not good: save at the next good step
     running = None
     test_bpd = last_test = state.get("last_test_bpd") if state else None
     started = time.time()
+    phase = "load"
+    boundary_rng = rng_state()
+    batch_iter = iter(loader)
     try:
-        for batch in loader:
+        stop.__enter__()
+        while step < total:
+            phase, boundary_rng = "load", rng_state()
+            try:
+                batch = next(batch_iter)
+            except StopIteration:  # pragma: no cover - the sampler yields exactly total - start
+                break
+            phase = "forward"  # the model, optimiser and schedule are as at the step boundary
             bpd = net(batch)  # the model's objective: mean bits/dim of what training maximises
             optimizer.zero_grad(set_to_none=True)
             bpd.backward()
@@ -254,6 +396,7 @@ def train(
                 flag = torch.tensor([float(finite)], device=dev)
                 dist.all_reduce(flag, op=dist.ReduceOp.MIN)
                 finite = bool(flag.item() > 0)
+            phase = "update"  # from here to the end of the step the state is in between steps
             if finite:
                 optimizer.step()
                 bad_in_a_row = 0
@@ -265,13 +408,14 @@ def train(
                 if bad_in_a_row > int(t["max_bad_steps"]):
                     raise TrainingError(
                         f"the loss or its gradient was non-finite for {bad_in_a_row} steps in a row "
-                        f"(at step {step + 1}); stopping. The last good checkpoint is {last_path}. "
+                        f"(at step {step + 1}); stopping; {last_good_text()}. "
                         f"Try a lower train.lr or a smaller train.grad_clip."
                     )
             with warnings.catch_warnings():  # a skipped step still advances the schedule
                 warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
                 scheduler.step()
             step += 1
+            phase = "boundary"
             if is_main:
                 if bar:
                     bar.update(1)
@@ -283,26 +427,49 @@ def train(
                                               "lr": lr, "grad_norm": float(grad_norm), "time": time.time()})
                     writer.add_scalar("bpd/train", value, step)
                     writer.add_scalar("lr", lr, step)
-            do_eval = step % int(t["eval_every"]) == 0 or step == total
-            do_ckpt = step % int(t["checkpoint_every"]) == 0 or step == total
+            final = step == total
+            do_eval = step % int(t["eval_every"]) == 0 or final
+            do_ckpt = step % int(t["checkpoint_every"]) == 0 or final or pending
             if do_eval or do_ckpt:
-                if is_main and do_eval:
-                    test_bpd = evaluate_and_sample(step)
                 if is_main:
-                    checkpoint(step, test_bpd if do_eval else None)
-                    last_saved = step
+                    if final:  # save before the final evaluation: a crash there loses nothing
+                        pending = not checkpoint(step)
+                        if not pending:
+                            last_saved = step
+                    if do_eval:
+                        test_bpd = evaluate_and_sample(step)
+                    if do_ckpt or do_eval:
+                        if checkpoint(step, evaluated=test_bpd if do_eval else None):
+                            last_saved, pending = step, False
+                        else:
+                            pending = True
                 if world > 1:
                     dist.barrier()
+            if stop.requested and not final:
+                raise KeyboardInterrupt
+    except _Abort:
+        raise TrainingInterrupted(f"stopped at once at step {step}; {last_good_text()}") from None
     except KeyboardInterrupt:
-        if is_main and step > last_saved:
-            checkpoint(step)
-            print(f"\ninterrupted: saved step {step} to {last_path}; continue with --resume")
-        raise
+        saved = False
+        if is_main and phase in ("load", "forward", "boundary"):
+            rng = boundary_rng if phase != "boundary" else None
+            saved = step == last_saved and last_good[0] == step
+            if not saved and step > last_saved:
+                saved = checkpoint(step, rng)
+        if saved:
+            message = f"saved step {step} to {last_path}; continue with --resume"
+        else:
+            message = f"{last_good_text()}; continue from it with --resume"
+        raise TrainingInterrupted(message) from None
     finally:
+        stop.__exit__()
         if bar:
             bar.close()
         if writer:
             writer.close()
+    if is_main and pending:
+        warnings.warn(f"the last step(s) were skipped (non-finite); {last_good_text()}", RuntimeWarning,
+                      stacklevel=3)
     summary = {
         "steps": step,
         "test_bpd": test_bpd,
@@ -310,6 +477,7 @@ def train(
         "seconds": time.time() - started,
         "out_dir": str(out),
         "checkpoint": str(last_path),
+        "checkpoint_step": last_good[0],
         "metrics": str(metrics_path),
         "samples": str(out / "samples"),
         "curves": str(out / "curves.png"),
