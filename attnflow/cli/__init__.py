@@ -69,6 +69,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"attnflow {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # e.g. a full disk: the last good checkpoint stays (writes are atomic)
+        if args.debug:
+            raise
+        print(f"attnflow {args.command}: system error: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

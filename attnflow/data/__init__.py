@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -91,10 +92,18 @@ _SYNTHETIC_DEFAULT_N = {"train": 512, "val": 64, "test": 64}
 
 
 def _split_dir(root: Path, split: str, marker: str | None = None) -> Path:
-    """``root/split`` when it exists (and holds ``marker``), else ``root``."""
+    """``root/split`` when it exists (and holds ``marker``), else ``root``; for any split but
+    ``train`` the fall-back is said aloud (it evaluates on the folder's own, maybe training, images)."""
     sub = root / split
     if sub.is_dir() and (marker is None or (sub / marker).is_dir()):
         return sub
+    if split != "train":
+        warnings.warn(
+            f"{root} has no {split!r} sub-folder: the {split} split is every image of {root} itself "
+            f"(the training images too, unless they live in {root / 'train'})",
+            UserWarning,
+            stacklevel=3,
+        )
     return root
 
 
@@ -186,7 +195,10 @@ def dataset_from_config(data_cfg: dict, split: str, image_shape=None) -> Dataset
             options[key] = data_cfg[key]
     if data_cfg.get("flip"):
         options["flip"] = split == "train"
-    return get_dataset(data_cfg["name"], data_cfg.get("root"), split, **options)
+    dataset = get_dataset(data_cfg["name"], data_cfg.get("root"), split, **options)
+    if isinstance(dataset, ImageFolder):  # batches need one size: say so now, naming the files
+        dataset.check_common_size()
+    return dataset
 
 
 def evaluation_data_config(config: dict, name: str | None, root: str | None) -> dict:

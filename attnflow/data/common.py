@@ -111,6 +111,8 @@ def load_image(path: str | os.PathLike, mode: str = "RGB") -> Image.Image:
             img.load()
             if img.mode == mode:
                 return img.copy()
+            if img.mode.startswith("I"):  # 16/32-bit greyscale: scale to 8 bits (Pillow would clip)
+                return _scaled_to_8_bits(img).convert(mode)
             if img.mode == "P" and "transparency" in img.info:
                 img = img.convert("RGBA")  # palette with transparency: go through RGBA (alpha dropped)
             return img.convert(mode)
@@ -119,6 +121,15 @@ def load_image(path: str | os.PathLike, mode: str = "RGB") -> Image.Image:
             f"image file {path}: cannot be read as an image "
             f"(expected png/jpg/jpeg/bmp/webp/tif): {err}"
         ) from err
+
+
+def _scaled_to_8_bits(img: Image.Image) -> Image.Image:
+    """A 16-bit (``I;16*``) or 32-bit integer (``I``) greyscale image as 8-bit ``L``: values are
+    divided by 257 (65535 -> 255); an ``I`` image whose values all fit in 0..255 is kept as is."""
+    arr = np.asarray(img, dtype=np.float64)
+    if img.mode != "I" or arr.max(initial=0) > 255:
+        arr = arr / 257.0
+    return Image.fromarray(np.clip(np.floor(arr + 0.5), 0, 255).astype(np.uint8), "L")
 
 
 def list_images(root: str | os.PathLike, what: str = "image folder") -> list[Path]:

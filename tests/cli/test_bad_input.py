@@ -193,3 +193,18 @@ def test_as_a_user_sees_it(tmp_path):
                           timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "attnflow train: error: model.levels must be an integer >= 1, got 1.7"
+
+
+def test_a_system_error_is_one_line_not_a_traceback(capsys, tmp_path, monkeypatch):
+    """E.g. a full disk while writing: exit 1 and one line (the last good checkpoint stays)."""
+    import errno
+
+    import attnflow.cli.presets as presets
+
+    def full(args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(presets, "cmd_presets", full)  # main() builds its parser after the patch
+    assert main(["presets"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "attnflow presets: system error: [Errno 28] No space left on device"

@@ -539,3 +539,43 @@ def test_get_dataset_names_and_errors(tmp_path):
     assert len(get_dataset("synthetic-pairs", split="train", image_size=16)) == 512
     with pytest.raises(DataError):
         get_dataset("folder", tmp_path)  # empty folder
+
+
+def test_16_bit_images_are_scaled_not_clipped(tmp_path):
+    from attnflow.data.common import load_image
+
+    levels = np.array([[0, 257, 32896], [65535, 514, 1000]], dtype=np.uint16)
+    Image.fromarray(levels).save(tmp_path / "deep.png")  # a 16-bit greyscale PNG (mode I;16)
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I")
+    grey = np.asarray(load_image(tmp_path / "deep.png", "L"))
+    np.testing.assert_array_equal(grey, [[0, 1, 128], [255, 2, 4]])  # v / 257, rounded
+    rgb = np.asarray(load_image(tmp_path / "deep.png", "RGB"))
+    assert rgb.shape == (2, 3, 3) and (rgb[..., 0] == grey).all()
+
+
+def test_a_folder_without_the_split_says_which_images_it_uses(tmp_path):
+    from attnflow.data import dataset_from_config
+
+    for i in range(2):
+        Image.fromarray(rgb(8, 8, i)).save(tmp_path / f"{i}.png")
+    with pytest.warns(UserWarning, match=r"no 'test' sub-folder: the test split is every image of"):
+        d = dataset_from_config({"name": "folder", "root": str(tmp_path)}, "test", (3, 8, 8))
+    assert len(d) == 2
+    (tmp_path / "test").mkdir()
+    Image.fromarray(rgb(8, 8, 5)).save(tmp_path / "test" / "t.png")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # with a test/ folder: no warning
+        assert len(dataset_from_config({"name": "folder", "root": str(tmp_path)}, "test", (3, 8, 8))) == 1
+
+
+def test_a_folder_of_mixed_sizes_without_image_size_is_a_clear_error(tmp_path):
+    from attnflow.data import DataError, dataset_from_config
+
+    Image.fromarray(rgb(20, 30, 0)).save(tmp_path / "a.png")
+    Image.fromarray(rgb(28, 28, 1)).save(tmp_path / "b.png")
+    cfg = {"name": "folder", "root": str(tmp_path), "options": {"image_size": None}}
+    with pytest.raises(DataError, match=r"a.png is 30x20, b.png is 28x28\) cannot be batched; set data.options.image_size"):
+        dataset_from_config(cfg, "train", (3, 28, 28))
+    assert dataset_from_config({**cfg, "options": {}}, "train", (3, 28, 28))[0].shape == (3, 28, 28)
