@@ -195,6 +195,8 @@ def dataset_from_config(data_cfg: dict, split: str, image_shape=None) -> Dataset
             options[key] = data_cfg[key]
     if data_cfg.get("flip"):
         options["flip"] = split == "train"
+    if split != "train" and options.get("shift"):  # augmentation: training images only
+        options["shift"] = 0
     dataset = get_dataset(data_cfg["name"], data_cfg.get("root"), split, **options)
     if isinstance(dataset, ImageFolder):  # batches need one size: say so now, naming the files
         dataset.check_common_size()

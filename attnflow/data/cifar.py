@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from .common import DataError, RandomHFlip, check_split
+from .common import DataError, RandomHFlip, RandomShift, check_split
 
 __all__ = ["CIFAR10", "SafeCifarUnpickler", "load_cifar_batch", "CIFAR10_CLASSES"]
 
@@ -145,10 +145,11 @@ def _find_root(root: Path) -> Path:
 class CIFAR10(Dataset):
     """CIFAR-10 from the python pickles: items ``uint8 [3, 32, 32]``; ``.labels`` int64 tensor.
 
-    ``flip`` adds a random left-right flip (common for training; off by default).
+    ``shift`` (pixels) adds mARFlow's random shift (:class:`~attnflow.data.common.RandomShift`),
+    then ``flip`` a random left-right flip, in the reference's order (training only; off by default).
     """
 
-    def __init__(self, root: str | os.PathLike, split: str = "train", flip: bool = False):
+    def __init__(self, root: str | os.PathLike, split: str = "train", flip: bool = False, shift: int = 0):
         check_split(split, ("train", "test"), "CIFAR-10")
         root = Path(root)
         if not root.is_dir():
@@ -164,6 +165,7 @@ class CIFAR10(Dataset):
         self.images = torch.from_numpy(np.ascontiguousarray(np.concatenate(images)))
         self.labels = torch.from_numpy(np.concatenate(labels))
         self.flip = RandomHFlip() if flip else None
+        self.shift = RandomShift(int(shift)) if shift else None
         self.channels = 3
         self.image_size = (32, 32)
 
@@ -172,6 +174,8 @@ class CIFAR10(Dataset):
 
     def __getitem__(self, i: int) -> Tensor:
         x = self.images[i]
+        if self.shift is not None:
+            x = self.shift(x)
         if self.flip is not None:
             x = self.flip(x)
         return x

@@ -33,6 +33,7 @@ __all__ = [
     "PadTo",
     "GreyToRGB",
     "RandomHFlip",
+    "RandomShift",
     "CenterCrop",
     "Resize",
     "as_size",
@@ -240,6 +241,32 @@ class GreyToRGB:
 
     def __repr__(self) -> str:
         return "GreyToRGB()"
+
+
+class RandomShift:
+    """mARFlow's CIFAR-10 augmentation (``ShiftTransform(pixels)`` of visinf/mar-scf): pad the image
+    by ``pixels`` on every side replicating the edge pixels, then crop the original size at an offset
+    drawn from ``0 .. 2*pixels - 1`` along one axis (horizontal or vertical with probability 1/2), the
+    other axis centred. The image thus moves by ``-pixels .. pixels - 1`` pixels along one axis (the
+    reference's range is one short of symmetric; kept as it is). Torch's global RNG; ``uint8 [C, H, W]``.
+    """
+
+    def __init__(self, pixels: int):
+        if isinstance(pixels, bool) or not isinstance(pixels, int) or pixels < 0:
+            raise ValueError(f"RandomShift: pixels must be an int >= 0, got {pixels!r}")
+        self.pixels = pixels
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if self.pixels == 0:
+            return x
+        move = int(torch.randint(0, 2 * self.pixels, ())) - self.pixels
+        dim = -1 if torch.rand(()) < 0.5 else -2  # the reference shifts the width or the height
+        n = x.shape[dim]
+        index = (torch.arange(n) + move).clamp_(0, n - 1)  # edge padding, then the crop
+        return x.index_select(dim, index).contiguous()
+
+    def __repr__(self) -> str:
+        return f"RandomShift({self.pixels})"
 
 
 class RandomHFlip:

@@ -579,3 +579,43 @@ def test_a_folder_of_mixed_sizes_without_image_size_is_a_clear_error(tmp_path):
     with pytest.raises(DataError, match=r"a.png is 30x20, b.png is 28x28\) cannot be batched; set data.options.image_size"):
         dataset_from_config(cfg, "train", (3, 28, 28))
     assert dataset_from_config({**cfg, "options": {}}, "train", (3, 28, 28))[0].shape == (3, 28, 28)
+
+
+def test_random_shift_is_the_reference_shift():
+    """mARFlow's ShiftTransform(3): edge padding, a move of -3..2 pixels along one axis."""
+    from attnflow.data.common import RandomShift
+
+    x = torch.arange(6 * 7, dtype=torch.uint8).view(1, 6, 7)
+    seen = set()
+    torch.manual_seed(0)
+    for _ in range(400):
+        y = RandomShift(3)(x)
+        assert y.shape == x.shape and y.dtype == torch.uint8
+        found = None
+        for dim in (-1, -2):
+            n = x.shape[dim]
+            for move in range(-3, 3):
+                idx = (torch.arange(n) + move).clamp(0, n - 1)
+                if torch.equal(y, x.index_select(dim, idx)):
+                    found = (dim, move) if move else (0, 0)
+        assert found is not None
+        seen.add(found)
+    expected = {(0, 0)} | {(d, m) for d in (-1, -2) for m in (-3, -2, -1, 1, 2)}
+    assert seen == expected  # every move of the reference's range, on both axes, nothing else
+    assert RandomShift(0)(x) is x
+    with pytest.raises(ValueError, match="pixels must be an int >= 0"):
+        RandomShift(-1)
+
+
+def test_cifar_shift_only_for_training(cifar_root):
+    from attnflow.config import load_preset
+    from attnflow.data import dataset_from_config
+
+    data_cfg = {**load_preset("cifar10-3-4-96-none")["data"], "root": str(cifar_root[0])}
+    assert data_cfg["options"] == {"shift": 3} and data_cfg["flip"]
+    train, test = dataset_from_config(data_cfg, "train"), dataset_from_config(data_cfg, "test")
+    assert train.shift is not None and train.shift.pixels == 3 and train.flip is not None
+    assert test.shift is None and test.flip is None
+    torch.manual_seed(0)
+    moved = sum(not torch.equal(train[0], train.images[0]) for _ in range(20))
+    assert moved > 10
