@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from .image_metrics import lr_psnr, psnr, ssim
+from .imresize import imresize
 from .lpips import to_lpips_range
 from .weights import MissingWeightsError
 
@@ -37,6 +38,7 @@ __all__ = [
     "SR_METRICS",
     "SR_DATASETS",
     "evaluate_sr",
+    "bicubic_upscale",
     "format_sr_table",
     "lpips_unavailable_reason",
 ]
@@ -96,10 +98,16 @@ def evaluate_sr(
     ``samples`` SR images are drawn per LR image and temperature. ``lpips`` is a callable
     ``(a, b) -> [B]`` on images in ``[-1, 1]`` (e.g. :class:`attnflow.evaluation.LPIPS`); without it
     the ``lpips`` metric is left out. ``examples > 0`` also returns, per temperature, a uint8 grid
-    source ``[n, 3, H, 3W]`` (LR upscaled | SR | HR) of the first ``examples`` images.
+    source ``[n, 3, H, 4W]`` (LR upscaled by nearest | bicubic | SR | HR) of the first ``examples``
+    images.
+
+    The ``bicubic`` baseline is the same metrics of the LR image upscaled by MATLAB-compatible
+    bicubic interpolation (:func:`~attnflow.evaluation.imresize`, rounded to uint8), as every SR
+    paper's table has.
 
     Returns ``{"images", "samples_per_image", "temperatures", "per_temperature": [{"temperature",
-    metric: value, ...}], "mean": {metric: mean over temperatures}, "bits_per_dim"}``.
+    metric: value, ...}], "mean": {metric: mean over temperatures}, "bicubic": {metric: value},
+    "bits_per_dim"}``.
     Batch ``i`` is seeded with ``seed + i`` (its SR samples, then its dequantisation noise), so
     results do not depend on ``max_batches`` or the loader; the global RNG state is restored.
     """
@@ -112,7 +120,8 @@ def evaluate_sr(
     temps = [float(t) for t in temperatures]
     keys = [k for k in SR_METRICS if k != "lpips" or lpips is not None]
     sums = {t: {k: 0.0 for k in keys} for t in temps}
-    count = 0
+    bicubic_sums = {k: 0.0 for k in keys}
+    count, lr_count = 0, 0
     bpd_sum, bpd_count = 0.0, 0
     example_grids: dict[float, list[Tensor]] = {t: [] for t in temps}
     n_examples = 0
@@ -131,19 +140,17 @@ def evaluate_sr(
             hr_rep = hr.repeat_interleave(samples, dim=0)
             lr_rep = lr.to(dev).repeat_interleave(samples, dim=0)
             take = min(hr.shape[0], max(0, examples - n_examples))
+            bicubic = bicubic_upscale(lr.to(dev), model.scale)
+            _add_metrics(bicubic_sums, bicubic, hr, lr.to(dev), model.scale, lpips)
+            lr_count += hr.shape[0]
             for t in temps:
                 sr = model.super_resolve(lr_f, samples=samples, temperature=t, conditions=conds)
                 sr = sr.flatten(0, 1)
-                s = sums[t]
-                s["psnr"] += float(psnr(sr, hr_rep).sum())
-                s["ssim"] += float(ssim(sr, hr_rep).sum())
-                s["ssim_uniform"] += float(ssim(sr, hr_rep, window="uniform").sum())
-                s["lr_psnr"] += float(lr_psnr(lr_rep, sr, model.scale).sum())
-                if lpips is not None:
-                    s["lpips"] += float(lpips(to_lpips_range(sr), to_lpips_range(hr_rep)).sum())
+                _add_metrics(sums[t], sr, hr_rep, lr_rep, model.scale, lpips)
                 if take:
                     first = sr.view(hr.shape[0], samples, *sr.shape[1:])[:take, 0]
-                    panel = torch.cat([model.visualize(lr_f[:take], first), hr[:take]], dim=-1)
+                    nearest = lr[:take].to(dev).repeat_interleave(model.scale, -2).repeat_interleave(model.scale, -1)
+                    panel = torch.cat([nearest.to(torch.uint8), bicubic[:take], first, hr[:take].to(torch.uint8)], dim=-1)
                     example_grids[t].append(panel.cpu())
             if bits_per_dim:
                 bpd = model.bits_per_dim((hr, lr_f))
@@ -162,6 +169,7 @@ def evaluate_sr(
         "temperatures": temps,
         "per_temperature": per_t,
         "mean": mean,
+        "bicubic": {k: v / lr_count for k, v in bicubic_sums.items()},
         "bits_per_dim": bpd_sum / bpd_count if bpd_count else None,
     }
     if examples:
@@ -169,8 +177,24 @@ def evaluate_sr(
     return result
 
 
+def bicubic_upscale(lr: Tensor, scale: int) -> Tensor:
+    """The LR batch upscaled ``scale`` times by MATLAB-compatible bicubic interpolation, as uint8."""
+    up = imresize(lr.to(torch.float64), scale=scale)
+    return up.add(0.5).floor_().clamp_(0, 255).to(torch.uint8)
+
+
+def _add_metrics(sums: dict, sr: Tensor, hr: Tensor, lr: Tensor, scale: int, lpips) -> None:
+    """Add the per-image metrics of the ``sr`` batch against ``hr`` (and ``lr``) to ``sums``."""
+    sums["psnr"] += float(psnr(sr, hr).sum())
+    sums["ssim"] += float(ssim(sr, hr).sum())
+    sums["ssim_uniform"] += float(ssim(sr, hr, window="uniform").sum())
+    sums["lr_psnr"] += float(lr_psnr(lr, sr, scale).sum())
+    if lpips is not None:
+        sums["lpips"] += float(lpips(to_lpips_range(sr), to_lpips_range(hr)).sum())
+
+
 def format_sr_table(result: dict[str, Any]) -> str:
-    """Markdown table: one row per temperature and the mean row."""
+    """Markdown table: one row per temperature, the mean row and (when given) the bicubic row."""
     keys = [k for k in SR_METRICS if k in result["mean"]]
     lines = [
         "| temperature | " + " | ".join(SR_METRICS[k] for k in keys) + " |",
@@ -183,4 +207,6 @@ def format_sr_table(result: dict[str, Any]) -> str:
     for r in result["per_temperature"]:
         lines.append(f"| {r['temperature']:.2f} | " + " | ".join(fmt(k, r[k]) for k in keys) + " |")
     lines.append("| **mean** | " + " | ".join(f"**{fmt(k, result['mean'][k])}**" for k in keys) + " |")
+    if result.get("bicubic"):
+        lines.append("| bicubic | " + " | ".join(fmt(k, result["bicubic"][k]) for k in keys) + " |")
     return "\n".join(lines)

@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from attnflow.config import ConfigError, list_presets, load_preset
 from attnflow.core import initialize_data_dependent
+from attnflow.evaluation.super_resolution import bicubic_upscale
 from attnflow.layers import InvConv1x1, ITrans
 from attnflow.models import build_model, dequantization_noise
 from attnflow.models.srflow import RRDBEncoder, SRFlow, conditional_step
@@ -323,6 +325,7 @@ def test_tiny_training_run_lowers_the_loss(tmp_path):
 def test_evaluate_sr_metrics():
     from attnflow.data import get_dataset
     from attnflow.evaluation import evaluate_sr, format_sr_table, lr_psnr, psnr
+    from attnflow.evaluation.super_resolution import bicubic_upscale
 
     model = build_model(_tiny_config()).eval()
     data = get_dataset("celeba-bundled", None, "test", image_size=32, scale=8)
@@ -335,16 +338,17 @@ def test_evaluate_sr_metrics():
 
     res = evaluate_sr(model, data, temperatures=(0.5, 0.9), samples=2, lpips=fake_lpips,
                       batch_size=3, max_batches=2, examples=2)
-    assert res["images"] == 6 and res["samples_per_image"] == 2 and len(calls) == 4
+    assert res["images"] == 6 and res["samples_per_image"] == 2 and len(calls) == 4 + 2  # SR + bicubic
     assert [r["temperature"] for r in res["per_temperature"]] == [0.5, 0.9]
     for k in ("psnr", "ssim", "ssim_uniform", "lr_psnr", "lpips"):
         vals = [r[k] for r in res["per_temperature"]]
         assert res["mean"][k] == pytest.approx(sum(vals) / 2)
         assert all(math.isfinite(v) for v in vals)
     assert math.isfinite(res["bits_per_dim"])
-    assert res["examples"][0.5].shape == (2, 3, 32, 96)
+    assert res["examples"][0.5].shape == (2, 3, 32, 128)  # LR (nearest) | bicubic | SR | HR
     table = format_sr_table(res)
     assert "| **mean** |" in table and "LPIPS" in table and "SSIM (uniform 7x7" in table
+    assert "| bicubic |" in table and set(res["bicubic"]) == set(res["mean"])
 
     # same seed -> same numbers; the first batch's metrics equal a direct computation
     res2 = evaluate_sr(model, data, temperatures=(0.5,), samples=1, batch_size=3, max_batches=1,
@@ -356,6 +360,24 @@ def test_evaluate_sr_metrics():
     assert res2["per_temperature"][0]["psnr"] == pytest.approx(float(psnr(sr, hr).mean()))
     assert res2["per_temperature"][0]["lr_psnr"] == pytest.approx(float(lr_psnr(lr, sr, 8).mean()))
     assert "lpips" not in res2["mean"]
+    bicubic = bicubic_upscale(lr, 8)
+    assert res2["bicubic"]["psnr"] == pytest.approx(float(psnr(bicubic, hr).mean()))
+    assert res2["bicubic"]["lr_psnr"] == pytest.approx(float(lr_psnr(lr, bicubic, 8).mean()))
+    grid = res["examples"][0.5]
+    torch.testing.assert_close(grid[:, :, :, 32:64], bicubic_upscale(torch.stack([data[i][1] for i in range(2)]), 8))
+
+
+def test_bicubic_baseline_matches_an_independent_bicubic():
+    """Upscaling is plain Keys bicubic (a = -0.5, no antialiasing): away from the border, where
+    MATLAB's symmetric padding and Pillow's edge handling differ, it equals Pillow's BICUBIC."""
+    from PIL import Image
+
+    yy, xx = np.mgrid[0:12, 0:10]  # smooth (no overshoot that Pillow would clip between its passes)
+    lr = np.stack([128 + 60 * np.sin(yy / 3 + c) * np.cos(xx / 4 - c) for c in range(3)], -1).round().astype(np.uint8)
+    ours = bicubic_upscale(torch.from_numpy(lr).permute(2, 0, 1)[None], 4)[0].permute(1, 2, 0).numpy()
+    pil = np.asarray(Image.fromarray(lr).resize((40, 48), Image.BICUBIC))
+    inner = (slice(8, -8), slice(8, -8))
+    assert np.abs(ours[inner].astype(int) - pil[inner].astype(int)).max() <= 1
 
 
 def test_itrans_layers_present_in_conditional_steps_only():
