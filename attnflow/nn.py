@@ -23,6 +23,7 @@ __all__ = [
     "bounded_scale",
     "soft_clamp",
     "concat_elu",
+    "ATTENTION_DROPOUT",
 ]
 
 
@@ -138,13 +139,17 @@ class _ChannelLayerNorm(nn.LayerNorm):
         return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
+ATTENTION_DROPOUT = ("weights", "output")
+
+
 class _GatedConv(nn.Module):
-    """Flow++ gated residual convolution: concat-ELU, conv3x3, concat-ELU, dropout, conv1x1, GLU."""
+    """Flow++ gated residual convolution: concat-ELU, conv3x3, concat-ELU, channel dropout
+    (whole feature maps, ``nn.Dropout2d`` as visinf/mar-scf), conv1x1, GLU."""
 
     def __init__(self, channels: int, dropout: float) -> None:
         super().__init__()
         self.conv = _wn_conv(2 * channels, channels, 3)
-        self.drop = nn.Dropout(dropout)
+        self.drop = nn.Dropout2d(dropout)
         self.gate = _wn_conv(2 * channels, 2 * channels, 1)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -168,18 +173,23 @@ def _position_encoding(length: int, channels: int, dtype: torch.dtype, device) -
 class _GatedAttention(nn.Module):
     """Flow++ gated multi-head self-attention over all positions, with a sinusoidal position code.
 
-    Dropout acts on the attention output (a Transformer's residual dropout), not on the attention
-    weights as in Flow++: the same regularising role, and the fused attention kernels (flash /
-    memory-efficient, which never materialise the HW x HW weights) stay usable on CPU and GPU.
-    On the CPU this makes a mARFlow 3/2/48 training step 2.5x faster.
+    ``dropout_on="weights"`` drops attention weights, as Flow++ and mARFlow do (inside
+    ``scaled_dot_product_attention``); ``"output"`` drops the attention output instead (a
+    Transformer's residual dropout), which keeps the fused CPU kernels usable (see
+    ``benchmarks/dropout.py`` for what each costs).
     """
 
-    def __init__(self, channels: int, heads: int, dropout: float) -> None:
+    def __init__(self, channels: int, heads: int, dropout: float, dropout_on: str = "weights") -> None:
         super().__init__()
         if channels % heads:
             raise ValueError(f"FlowPPNet: hidden width {channels} must be divisible by heads={heads}")
+        if dropout_on not in ATTENTION_DROPOUT:
+            raise ValueError(
+                f"FlowPPNet: attention dropout must act on one of {', '.join(ATTENTION_DROPOUT)}, got {dropout_on!r}"
+            )
         self.heads = heads
         self.dropout = dropout
+        self.dropout_on = dropout_on
         self.in_proj = _wn_conv(channels, 3 * channels, 1, bias=False)
         self.gate = _wn_conv(channels, 2 * channels, 1)
         self._pos: dict[tuple, Tensor] = {}
@@ -200,9 +210,11 @@ class _GatedAttention(nn.Module):
         # channels-last view [B, HW, 3, heads, d] (no copy when qkv is channels_last)
         qkv = qkv.permute(0, 2, 3, 1).reshape(b, h * w, 3, self.heads, c // self.heads)
         q, k, v = (qkv[:, :, i].transpose(1, 2) for i in range(3))  # [B, heads, HW, d]
-        out = F.scaled_dot_product_attention(q, k, v)
+        on_weights = self.dropout_on == "weights" and self.training and self.dropout > 0
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if on_weights else 0.0)
         out = out.transpose(1, 2).reshape(b, h, w, c).permute(0, 3, 1, 2)
-        out = F.dropout(out, self.dropout, self.training)
+        if self.dropout_on == "output":
+            out = F.dropout(out, self.dropout, self.training)
         a, g = self.gate(out).chunk(2, dim=1)
         return x + a * torch.sigmoid(g)
 
@@ -210,9 +222,10 @@ class _GatedAttention(nn.Module):
 class FlowPPNet(nn.Module):
     """The Flow++ / mARFlow coupling network.
 
-    Weight-normed conv3x3 in; ``blocks`` x [gated residual conv (concat-ELU, dropout, GLU), layer
-    norm, gated multi-head self-attention with position encoding, layer norm]; weight-normed conv3x3
-    out. The output conv starts at zero so the coupling starts close to a fixed map.
+    Weight-normed conv3x3 in; ``blocks`` x [gated residual conv (concat-ELU, channel dropout, GLU),
+    layer norm, gated multi-head self-attention with position encoding (dropout on its weights or
+    its output, ``attention_dropout``), layer norm]; weight-normed conv3x3 out. The output conv
+    starts at zero so the coupling starts close to a fixed map.
 
     Runs in channels-last memory layout inside (faster convolutions on GPU and CPU, and the layer
     norms and attention read channels without copies); input and output are ordinary tensors.
@@ -228,6 +241,7 @@ class FlowPPNet(nn.Module):
         heads: int = 4,
         dropout: float = 0.2,
         attention: bool = True,
+        attention_dropout: str = "weights",
     ) -> None:
         super().__init__()
         self.conv_in = _wn_conv(in_channels, hidden, 3)
@@ -235,7 +249,7 @@ class FlowPPNet(nn.Module):
         for _ in range(blocks):
             layers += [_GatedConv(hidden, dropout), _ChannelLayerNorm(hidden)]
             if attention:
-                layers += [_GatedAttention(hidden, heads, dropout), _ChannelLayerNorm(hidden)]
+                layers += [_GatedAttention(hidden, heads, dropout, attention_dropout), _ChannelLayerNorm(hidden)]
         self.blocks = nn.Sequential(*layers)
         self.conv_out = _wn_conv(hidden, out_channels, 3)
         with torch.no_grad():  # start at zero output: weight-norm gain g = 0

@@ -56,6 +56,7 @@ DEFAULTS: dict[str, Any] = {
         "heads": 4,
         "patches": 4,  # an int, or one per level
         "imap_attention": "spatial",
+        "itrans_scale": "learned",  # learned: W's free positive scale; none: rows sum to 1 (contracts)
     },
     "data": {
         "name": "mnist",

@@ -165,12 +165,16 @@ class ITrans(_MaskedLayer):
     ``A_h = softmax(Q_h K_h^T / (d * sqrt(D_k)))`` (``N x N``; ``Q = conv1x1(M * x)``,
     ``K = conv1x1(M * x)`` flattened per patch to ``D_k`` features, ``d > 0`` learned); then
 
-    ``W = (mean_h A_h + c I) / (1 + c)``, ``c = 1 + softplus(theta) > 1``.
+    ``W = s (mean_h A_h + c I) / (1 + c)``, ``c = 1 + softplus(theta) > 1``, ``s = exp(log_scale)``.
 
-    ``W`` is strictly diagonally dominant (so invertible, with positive determinant) and its rows sum
-    to 1, so the layer mixes patches without changing their scale. Output: masked entries unchanged,
-    unmasked entries ``W @ v`` with ``v`` the stacked unmasked entries of every patch. Inverse:
-    ``torch.linalg.solve(W, y2)``. Log-det: ``(unmasked entries per patch) * log det W``.
+    ``(mean_h A_h + c I) / (1 + c)`` is strictly diagonally dominant (so invertible, with positive
+    determinant) with rows summing to 1: alone (``scale=False``) it can only contract,
+    ``det <= 1``. The learned positive scale ``s`` (like the free scale of the paper's ``W = A + oI``)
+    lets the layer expand as well, keeping ``det W = s^N det(...) > 0`` for every parameter value;
+    it starts at the value that makes the layer volume-preserving for uniform attention
+    (``s^N ((c/(1+c))^(N-1)) = 1``). Output: masked entries unchanged, unmasked entries ``W @ v`` with
+    ``v`` the stacked unmasked entries of every patch. Inverse: ``torch.linalg.solve(W, y2)``.
+    Log-det: ``(unmasked entries per patch) * log det W``.
     """
 
     def __init__(
@@ -182,6 +186,7 @@ class ITrans(_MaskedLayer):
         mask: str = "spatial_channel",
         parity: int = 0,
         key_channels: int | None = None,
+        scale: bool = True,
         seed: int = 0,
     ) -> None:
         super().__init__(channels, mask, parity, seed)
@@ -200,9 +205,14 @@ class ITrans(_MaskedLayer):
         self.key = nn.Conv2d(channels, heads * self.key_channels, 1)
         self.log_temperature = nn.Parameter(torch.zeros(()))
         self.theta = nn.Parameter(torch.zeros(()))
+        self.scaled = bool(scale)
+        if self.scaled:  # volume-preserving at uniform attention: s^N (c / (1 + c))^(N - 1) = 1
+            c0 = 1.0 + math.log(2.0)  # 1 + softplus(0)
+            start = (patches - 1) / patches * math.log((1.0 + c0) / c0)
+            self.log_scale = nn.Parameter(torch.tensor(start))
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, heads={self.heads}, patches={self.patches}"
+        return f"{super().extra_repr()}, heads={self.heads}, patches={self.patches}, scale={self.scaled}"
 
     def _buffers_for(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Patch-local mask in patch layout ``[ph, pw, C]`` as bool and as x's dtype, #unmasked."""
@@ -246,7 +256,8 @@ class ITrans(_MaskedLayer):
         attn = torch.softmax(logits, dim=-1).mean(1)
         c = 1.0 + F.softplus(self.theta)
         eye = torch.eye(n, dtype=attn.dtype, device=attn.device)
-        return (attn + c * eye) / (1.0 + c)
+        mix = (attn + c * eye) / (1.0 + c)
+        return mix * torch.exp(self.log_scale).to(mix.dtype) if self.scaled else mix
 
     def _check(self, x: Tensor) -> None:
         check_input(self, x, self.channels, divisible_by=self.grid)

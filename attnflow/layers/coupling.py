@@ -273,6 +273,7 @@ class MixtureLogisticCoupling(_Coupling):
         blocks: int = 10,
         heads: int = 4,
         dropout: float = 0.2,
+        attention_dropout: str = "weights",
         cond_channels: int = 0,
         min_log_scale: float = -7.0,
         net: nn.Module | None = None,
@@ -293,6 +294,7 @@ class MixtureLogisticCoupling(_Coupling):
                 blocks=blocks,
                 heads=heads,
                 dropout=dropout,
+                attention_dropout=attention_dropout,
             )
         self.net = net
         self.rescale = nn.Parameter(torch.ones(1, self.tr_channels, 1, 1))

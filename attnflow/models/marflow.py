@@ -13,9 +13,17 @@ PRIOR_GEOMETRIES = ("reference", "uniform")
 
 
 def mixture_coupling(
-    hidden: int = 96, components: int = 32, blocks: int = 10, heads: int = 4, dropout: float = 0.2
+    hidden: int = 96,
+    components: int = 32,
+    blocks: int = 10,
+    heads: int = 4,
+    dropout: float = 0.2,
+    attention_dropout: str = "weights",
 ) -> CouplingFactory:
-    """mARFlow's coupling stage: a Flow++ mixture-logistic coupling, then swap the two halves."""
+    """mARFlow's coupling stage: a Flow++ mixture-logistic coupling, then swap the two halves.
+
+    ``attention_dropout``: where the coupling network's self-attention applies its dropout,
+    ``"weights"`` (the reference) or ``"output"``."""
 
     def make(channels: int):
         return [
@@ -26,6 +34,7 @@ def mixture_coupling(
                 blocks=blocks,
                 heads=heads,
                 dropout=dropout,
+                attention_dropout=attention_dropout,
             ),
             SwapHalves(channels),
         ]

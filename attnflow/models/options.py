@@ -22,6 +22,15 @@ def cond_options(m: dict, defaults: dict[str, Any], backbone: str) -> dict[str, 
     return {**defaults, **given}
 
 
+ITRANS_SCALES = ("learned", "none")
+
+
+def _itrans_scale(value: str) -> bool:
+    if value not in ITRANS_SCALES:
+        raise ConfigError(f"model.itrans_scale must be one of {', '.join(ITRANS_SCALES)}, got {value!r}")
+    return value == "learned"
+
+
 def attention_from_config(m: dict) -> AttentionConfig:
     """The :class:`AttentionConfig` of a ``model`` section (attention, position, mask, heads, ...)."""
     try:
@@ -32,6 +41,7 @@ def attention_from_config(m: dict) -> AttentionConfig:
             heads=int(m["heads"]),
             patches=m["patches"],
             imap_attention=m["imap_attention"],
+            itrans_scale=_itrans_scale(m.get("itrans_scale", "learned")),
         )
     except ValueError as err:
         raise ConfigError(f"model: {err}") from None

@@ -122,7 +122,9 @@ def _build_glow(m: dict) -> FlowModel:
 
 
 @register_backbone(
-    "marflow", {"components": 32, "blocks": 10, "coupling_heads": 4, "dropout": 0.2, **_PRIOR_KEYS}
+    "marflow",
+    {"components": 32, "blocks": 10, "coupling_heads": 4, "dropout": 0.2, "attention_dropout": "weights",
+     **_PRIOR_KEYS},
 )
 def _build_marflow(m: dict) -> FlowModel:
     return build_unconditional(
@@ -135,6 +137,7 @@ def _build_marflow(m: dict) -> FlowModel:
             blocks=int(m["blocks"]),
             heads=int(m["coupling_heads"]),
             dropout=float(m["dropout"]),
+            attention_dropout=str(m["attention_dropout"]),
         ),
         prior=_priors(m),
         attention=attention_from_config(m),

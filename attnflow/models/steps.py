@@ -29,6 +29,7 @@ class AttentionConfig:
     heads: int = 4
     patches: int | Sequence[int] = 4
     imap_attention: str = "spatial"
+    itrans_scale: bool = True
     _count: int = field(default=0, repr=False)
 
     def __post_init__(self) -> None:
@@ -64,6 +65,7 @@ class AttentionConfig:
             patches=self.patches_at(level),
             mask=self.mask,
             parity=parity,
+            scale=self.itrans_scale,
             seed=seed,
         )
 

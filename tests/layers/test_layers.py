@@ -104,9 +104,10 @@ ITRANS_CASES = [
 @pytest.mark.parametrize("mask", ["spatial", "channel", "spatial_channel", "random"])
 @pytest.mark.parametrize("heads", [1, 3])
 @pytest.mark.parametrize("patches,shape", ITRANS_CASES, ids=str)
-def test_itrans(mask, heads, patches, shape, device, moved, check_tolerances):
+@pytest.mark.parametrize("scale", [True, False], ids=["scaled", "unscaled"])
+def test_itrans(mask, heads, patches, shape, scale, device, moved, check_tolerances):
     grid = int(patches**0.5)
-    factory = lambda: ITrans(shape[1], heads=heads, patches=patches, mask=mask, parity=1)  # noqa: E731
+    factory = lambda: ITrans(shape[1], heads=heads, patches=patches, mask=mask, parity=1, scale=scale)  # noqa: E731
     layer = moved(factory(), shape)
     allow = ()
     local = layer.mask(shape[2] // grid, shape[3] // grid)
@@ -115,8 +116,29 @@ def test_itrans(mask, heads, patches, shape, device, moved, check_tolerances):
     if patches == 1:  # one patch: W = 1, the layer is the identity
         allow = ("query.weight", "query.bias", "key.weight", "key.bias", "log_temperature", "theta")
     if local.all():  # nothing unmasked: the layer is the identity
-        allow = allow + ("query.weight", "query.bias", "key.weight", "key.bias", "log_temperature", "theta")
+        allow = allow + ("query.weight", "query.bias", "key.weight", "key.bias", "log_temperature", "theta",
+                         "log_scale")
     check_flow(layer, shape, device=device, factory=factory, allow_zero_grad=allow, **check_tolerances)
+
+
+def test_itrans_scale_starts_volume_preserving_and_can_expand():
+    """With uniform attention the scaled layer starts with log-det 0; the unscaled one can only
+    contract (rows sum to 1), the scaled one expands when its scale grows."""
+    x = torch.randn(2, 4, 4, 4, dtype=torch.float64)
+    for patches in (4, 16):
+        scaled = ITrans(4, patches=patches).double()
+        plain = ITrans(4, patches=patches, scale=False).double()
+        for layer in (scaled, plain):
+            with torch.no_grad():  # Q = K = 0: uniform attention A = J / N
+                for p in (layer.query.weight, layer.query.bias, layer.key.weight, layer.key.bias):
+                    p.zero_()
+        assert scaled(x)[1].abs().max() < 1e-5  # (the start value is stored in float32)
+        assert (plain(x)[1] < -1).all()
+        with torch.no_grad():
+            scaled.log_scale.add_(0.5)
+        assert (scaled(x)[1] > 1).all()
+        y, _ = scaled(x)
+        torch.testing.assert_close(scaled.inverse(y)[0], x, rtol=0, atol=1e-12)
 
 
 def test_dequantize_and_logit(device):
