@@ -57,6 +57,7 @@ DEFAULTS: dict[str, Any] = {
         "patches": 4,  # an int, or one per level
         "imap_attention": "spatial",
         "itrans_scale": "learned",  # learned: W's free positive scale; none: rows sum to 1 (contracts)
+        "itrans_init_mixing": None,  # iTrans: the attention's weight m in W = s((1-m)I + mA) at init (None: 0.371)
     },
     "data": {
         "name": "mnist",

@@ -172,7 +172,9 @@ class ITrans(_MaskedLayer):
     ``det <= 1``. The learned positive scale ``s`` (like the free scale of the paper's ``W = A + oI``)
     lets the layer expand as well, keeping ``det W = s^N det(...) > 0`` for every parameter value;
     it starts at the value that makes the layer volume-preserving for uniform attention
-    (``s^N ((c/(1+c))^(N-1)) = 1``). Output: masked entries unchanged, unmasked entries ``W @ v`` with
+    (``s^N ((c/(1+c))^(N-1)) = 1``). ``init_mixing`` sets the attention's starting weight
+    ``m = 1/(1+c)`` in ``W = s((1 - m) I + m mean_h A_h)`` (default ``theta = 0``, ``m = 0.371``; a small
+    ``m`` starts the layer near the identity). Output: masked entries unchanged, unmasked entries ``W @ v`` with
     ``v`` the stacked unmasked entries of every patch. Inverse: ``torch.linalg.solve(W, y2)``.
     Log-det: ``(unmasked entries per patch) * log det W``.
     """
@@ -187,6 +189,7 @@ class ITrans(_MaskedLayer):
         parity: int = 0,
         key_channels: int | None = None,
         scale: bool = True,
+        init_mixing: float | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__(channels, mask, parity, seed)
@@ -204,10 +207,18 @@ class ITrans(_MaskedLayer):
         self.query = nn.Conv2d(channels, heads * self.key_channels, 1)
         self.key = nn.Conv2d(channels, heads * self.key_channels, 1)
         self.log_temperature = nn.Parameter(torch.zeros(()))
-        self.theta = nn.Parameter(torch.zeros(()))
+        # W = s ((1 - m) I + m A) with m = 1/(1 + c), the attention's weight in W: theta starts at 0
+        # (c = 1 + ln 2, m = 0.371) or where m = ``init_mixing`` (c = 1/m - 1 > 1)
+        if init_mixing is None:
+            theta0, c0 = 0.0, 1.0 + math.log(2.0)
+        elif not 0.0 < float(init_mixing) < 0.5:
+            raise ValueError(f"ITrans: init_mixing must be in (0, 0.5) (then c > 1), got {init_mixing!r}")
+        else:
+            c0 = 1.0 / float(init_mixing) - 1.0
+            theta0 = math.log(math.expm1(c0 - 1.0))  # softplus(theta0) = c0 - 1
+        self.theta = nn.Parameter(torch.tensor(theta0))
         self.scaled = bool(scale)
         if self.scaled:  # volume-preserving at uniform attention: s^N (c / (1 + c))^(N - 1) = 1
-            c0 = 1.0 + math.log(2.0)  # 1 + softplus(0)
             start = (patches - 1) / patches * math.log((1.0 + c0) / c0)
             self.log_scale = nn.Parameter(torch.tensor(start))
 

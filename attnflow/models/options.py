@@ -42,6 +42,7 @@ def attention_from_config(m: dict) -> AttentionConfig:
             patches=m["patches"],
             imap_attention=m["imap_attention"],
             itrans_scale=_itrans_scale(m.get("itrans_scale", "learned")),
+            itrans_init_mixing=None if m.get("itrans_init_mixing") is None else float(m["itrans_init_mixing"]),
         )
     except ValueError as err:
         raise ConfigError(f"model: {err}") from None

@@ -30,6 +30,7 @@ class AttentionConfig:
     patches: int | Sequence[int] = 4
     imap_attention: str = "spatial"
     itrans_scale: bool = True
+    itrans_init_mixing: float | None = None
     _count: int = field(default=0, repr=False)
 
     def __post_init__(self) -> None:
@@ -66,6 +67,7 @@ class AttentionConfig:
             mask=self.mask,
             parity=parity,
             scale=self.itrans_scale,
+            init_mixing=self.itrans_init_mixing,
             seed=seed,
         )
 

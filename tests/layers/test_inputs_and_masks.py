@@ -175,3 +175,30 @@ def test_actnorm_initialises_and_survives_constant_channel():
     assert y[:, 0].mean().abs() < 1e-5 and (y[:, 0].std(unbiased=False) - 1).abs() < 1e-4
     assert y[:, 1].abs().max() < 1e-6  # centred, scale kept at 1
     assert bool(layer.initialized)
+
+
+def test_flowpp_dropout_like_the_reference():
+    """Channel dropout in the gated conv; attention dropout on the weights (reference) or output."""
+    from attnflow.nn import FlowPPNet
+
+    torch.manual_seed(0)
+    nets = {on: FlowPPNet(3, 6, hidden=8, blocks=1, heads=2, dropout=0.5, attention_dropout=on) for on in ("weights", "output")}
+    nets["output"].load_state_dict(nets["weights"].state_dict())
+    conv = nets["weights"].blocks[0]
+    assert isinstance(conv.drop, torch.nn.Dropout2d)
+    x = torch.randn(2, 3, 4, 4)
+    with torch.no_grad():  # the output conv starts at zero: give it weights so differences show
+        for net in nets.values():
+            net.conv_out.parametrizations.weight.original0.fill_(1.0)
+        for net in nets.values():
+            net.eval()
+        torch.testing.assert_close(nets["weights"](x), nets["output"](x))  # eval: no dropout at all
+        for net in nets.values():
+            net.train()
+        torch.manual_seed(1)
+        a = nets["weights"](x)
+        torch.manual_seed(1)
+        b = nets["output"](x)
+    assert not torch.allclose(a, b)
+    with pytest.raises(ValueError, match="attention dropout must act on one of weights, output"):
+        FlowPPNet(3, 6, hidden=8, blocks=1, heads=2, attention_dropout="everywhere")

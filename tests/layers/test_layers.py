@@ -198,3 +198,20 @@ def test_checker_catches_dead_parameters(device):
     layer = AffineCoupling(4, hidden=8)  # zero-initialised output conv: hidden layers get no gradient
     with pytest.raises(FlowCheckError, match="all-zero gradient"):
         check_flow(layer, (2, 4, 4, 4), device=device)
+
+
+def test_itrans_init_mixing(device, moved, check_tolerances):
+    """``init_mixing`` m: W = (1 - m) I + m A at the start (A uniform here: J / N)."""
+    layer = ITrans(4, patches=4, scale=False, init_mixing=0.1).double()
+    with torch.no_grad():
+        for p in (layer.query.weight, layer.query.bias, layer.key.weight, layer.key.bias):
+            p.zero_()
+    w = layer.weights(torch.randn(2, 4, 2, 2, 4, dtype=torch.float64))
+    off = w - torch.diag_embed(torch.diagonal(w, dim1=-2, dim2=-1))
+    torch.testing.assert_close(off.sum(-1), torch.full((2, 4), 0.1 * 3 / 4, dtype=torch.float64))
+    shape = (2, 4, 4, 4)
+    factory = lambda: ITrans(4, heads=2, init_mixing=0.1)  # noqa: E731
+    check_flow(moved(factory(), shape), shape, device=device, factory=factory, **check_tolerances)
+    for bad in (0.0, 0.5, 0.7):
+        with pytest.raises(ValueError, match=r"init_mixing must be in \(0, 0.5\)"):
+            ITrans(4, init_mixing=bad)
