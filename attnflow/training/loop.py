@@ -37,7 +37,7 @@ from ..images import save_grid
 from ..models import FlowModel, build_model, complete_config
 from .checkpoint import load_checkpoint, load_weights, rng_state, save_checkpoint, set_rng_state
 from .checks import check_config, check_device
-from .logging import log_jsonl, plot_curves
+from .logging import log_attention, log_jsonl, plot_curves
 from .optim import lr_factor, make_optimizer
 from .rundir import (
     RunDirError,
@@ -365,6 +365,8 @@ def _train(config: dict, out: Path, *, device, resume: bool, progress: bool, sto
                 n = int(t["n_samples"]) if cond is None else cond.shape[0]
                 imgs = model.visualize(cond, model.sample(n, cond, temperature=float(temp)))
                 save_grid(imgs, out / "samples" / f"step_{step:07d}_t{float(temp):.2f}.png")
+            if writer:
+                log_attention(writer, model, test_set, step)
             model.train()
         log_jsonl(metrics_path, {"step": step, "split": "test", "bpd": test_bpd, "time": time.time()})
         if writer:
