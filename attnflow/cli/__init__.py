@@ -1,7 +1,7 @@
 """Command line: ``attnflow COMMAND``, one module per command in this package.
 
 Commands: ``presets``, ``train``, ``sample``, ``evaluate``, ``super-resolve``, ``translate``,
-``compare``, ``bench``, ``demo``. Run ``attnflow COMMAND --help`` for the options of each.
+``compare``, ``attention``, ``bench``, ``demo``. Run ``attnflow COMMAND --help`` for the options of each.
 """
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ import argparse
 import re
 import sys
 
-from . import bench, compare, demo, evaluate, presets, sample, super_resolve, train, translate
+from . import attention, bench, compare, demo, evaluate, presets, sample, super_resolve, train, translate
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
 #: the command modules, each with ``add_parser(subparsers)``, in the order ``--help`` lists them
-COMMANDS = (presets, train, sample, evaluate, super_resolve, translate, compare, bench, demo)
+COMMANDS = (presets, train, sample, evaluate, super_resolve, translate, compare, attention, bench, demo)
 
 
 class _Parser(argparse.ArgumentParser):

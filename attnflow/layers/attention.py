@@ -137,6 +137,13 @@ class IMap(_MaskedLayer):
             ld_a = log_a.flatten(1) @ per_weight
         return ld_a + (log_keep * per_channel).sum()
 
+    def attention_map(self, x: Tensor) -> Tensor:
+        """The weights ``a`` that :meth:`forward` multiplies the unmasked entries of ``x`` by:
+        ``[B, 1, H, W]`` (``attention="spatial"``) or ``[B, C, 1, 1]`` (``"channel"``)."""
+        check_input(self, x, self.channels)
+        mf = self._buffers_for(x)[0]
+        return torch.exp(self._attention(x * mf))
+
     def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
         check_input(self, x, self.channels)
         mf, per_weight, per_channel = self._buffers_for(x)
@@ -272,6 +279,13 @@ class ITrans(_MaskedLayer):
 
     def _check(self, x: Tensor) -> None:
         check_input(self, x, self.channels, divisible_by=self.grid)
+
+    def mixing_matrix(self, x: Tensor) -> Tensor:
+        """The ``[B, N, N]`` matrix ``W`` that :meth:`forward` mixes the patches of ``x`` with
+        (row ``n``: the weights of every patch in output patch ``n``; rows sum to 1)."""
+        self._check(x)
+        keep_f = self._buffers_for(x)[1]
+        return self.weights(self._to_patches(x) * keep_f)
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
         self._check(x)

@@ -5,6 +5,7 @@ Families: :class:`MultiScaleFlow` (unconditional generation; Glow or mARFlow ste
 config with :func:`build_model`.
 """
 
+from .attention_maps import attention_layers, attention_maps, attention_summary, summarize_attention
 from .base import TASKS, FlowModel
 from .fullglow import FullGlow, SourceGlow
 from .multiscale import Level, MultiScaleFlow, build_levels, dequantization_noise
@@ -31,4 +32,8 @@ __all__ = [
     "POSITIONS",
     "AttentionConfig",
     "make_step",
+    "attention_layers",
+    "attention_maps",
+    "attention_summary",
+    "summarize_attention",
 ]

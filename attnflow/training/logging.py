@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-__all__ = ["log_jsonl", "plot_curves", "read_curve"]
+__all__ = ["log_jsonl", "plot_curves", "read_curve", "log_attention"]
 
 
 def log_jsonl(path: Path, record: dict) -> None:
@@ -52,3 +52,22 @@ def read_curve(metrics_path: str | Path, split: str = "test") -> list[tuple[int,
         if r.get("split") == split:
             points.append((int(r["step"]), float(r["bpd"])))
     return points
+
+
+def log_attention(writer, model, dataset, step: int, n: int = 8) -> None:
+    """TensorBoard scalars of what the attention layers do on the first ``n`` items of
+    ``dataset`` (:func:`attnflow.models.attention_summary`): ``attention/L{level}.{i}-imap/a_mean``,
+    ``.../a_std``, ``attention/L{level}.{i}-itrans/w_offdiag_mean``. Nothing for a model without
+    attention; the global RNG is left as it was."""
+    from torch.utils.data import default_collate
+
+    from ..models import attention_layers, attention_summary
+
+    if not attention_layers(model) or len(dataset) == 0:
+        return
+    batch = default_collate([dataset[i] for i in range(min(n, len(dataset)))])
+    for i, row in enumerate(attention_summary(model, batch)):
+        tag = f"attention/L{row['level']}.{i}-{row['kind']}"
+        for key in ("a_mean", "a_std", "w_offdiag_mean"):
+            if row.get(key) is not None:
+                writer.add_scalar(f"{tag}/{key}", row[key], step)

@@ -37,7 +37,7 @@ from ..images import save_grid
 from ..models import FlowModel, build_model, complete_config
 from .checkpoint import load_checkpoint, load_weights, rng_state, save_checkpoint, set_rng_state
 from .checks import check_config, check_device
-from .logging import log_jsonl, plot_curves
+from .logging import log_attention, log_jsonl, plot_curves
 from .optim import lr_factor, make_optimizer
 from .rundir import (
     RunDirError,
@@ -50,7 +50,7 @@ from .rundir import (
     write_text_atomic,
 )
 
-__all__ = ["TrainingError", "TrainingInterrupted", "ResumableBatches", "train"]
+__all__ = ["TrainingError", "TrainingInterrupted", "ResumableBatches", "train", "data_noise_seed"]
 
 
 class TrainingError(RuntimeError):
@@ -93,6 +93,12 @@ def _dist_info() -> tuple[int, int, int]:
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
     return world, rank, local
+
+
+def data_noise_seed(seed: int, rank: int = 0) -> int:
+    """The seed of the global torch RNG once the model is built: the dequantisation noise and
+    random flips of run seed ``seed`` (process ``rank``), independent of the model's initialisation."""
+    return (int(seed) + int(rank)) * 2_654_435_761 % (2**63) + 1_000_003
 
 
 def _seed_all(seed: int) -> None:
@@ -261,6 +267,11 @@ def _train(config: dict, out: Path, *, device, resume: bool, progress: bool, sto
                              generator=torch.Generator())
 
     model: FlowModel = build_model(config).to(dev)
+    # The data-side stream (dequantisation noise, random flips) restarts here from its own seed:
+    # building a model draws its initialisation from the global RNG, so without this the noise of
+    # seed s would depend on the architecture; with it, every model trained with seed s sees the
+    # same batches and the same noise (the paired design of `attnflow compare`).
+    torch.manual_seed(data_noise_seed(int(t["seed"]), rank))
     if state:
         load_weights(model, state["model"], last_path)
     else:
@@ -354,6 +365,8 @@ def _train(config: dict, out: Path, *, device, resume: bool, progress: bool, sto
                 n = int(t["n_samples"]) if cond is None else cond.shape[0]
                 imgs = model.visualize(cond, model.sample(n, cond, temperature=float(temp)))
                 save_grid(imgs, out / "samples" / f"step_{step:07d}_t{float(temp):.2f}.png")
+            if writer:
+                log_attention(writer, model, test_set, step)
             model.train()
         log_jsonl(metrics_path, {"step": step, "split": "test", "bpd": test_bpd, "time": time.time()})
         if writer:
