@@ -35,7 +35,8 @@ def test_itrans_w_is_the_matrix_forward_mixes_with(mask, device):
     x = torch.randn(shape, dtype=torch.float64, device=device)
     w = layer.mixing_matrix(x)
     assert w.shape == (2, 4, 4)
-    torch.testing.assert_close(w.sum(-1), torch.ones(2, 4, dtype=w.dtype, device=device))
+    scale = torch.exp(layer.log_scale.detach()).to(w.dtype)  # rows sum to the learned scale s
+    torch.testing.assert_close(w.sum(-1), torch.full((2, 4), float(scale), dtype=w.dtype, device=device))
     keep, keep_f, free = layer._buffers_for(x)
     xp = layer._to_patches(x)
     torch.testing.assert_close(w, layer.weights(xp * keep_f), rtol=0, atol=0)
