@@ -249,7 +249,7 @@ class FlowModel(nn.Module, ABC):
         backward pass reconstructs each layer's input from its output with the layer's inverse,
         re-runs it and backpropagates (parameters, inputs and conditions alike). The values are
         those of the ordinary path; the gradients differ by the inverse's rounding error (float32:
-        about 1e-6 relative). Costs about one more forward and one inverse per step. Enable it after
+        about 2e-6 relative). Costs about one more forward and one inverse per step. Enable it after
         :meth:`initialize`. Returns the model.
         """
         self.invertible_backprop = bool(enabled)
