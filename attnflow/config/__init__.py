@@ -91,6 +91,9 @@ DEFAULTS: dict[str, Any] = {
         "device": "cpu",
         "tf32": True,  # CUDA: TensorFloat-32 matmuls and convolutions (cuDNN's default for convs)
         "compile": False,  # torch.compile the model's training forward
+        # recompute each step's activations from its output on the backward pass (inverse + re-run):
+        # memory that does not grow with depth, for about one more forward per step
+        "invertible_backprop": False,
     },
 }
 

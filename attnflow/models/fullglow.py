@@ -38,10 +38,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from ..config import ConfigError
-from ..core import Flow, Sequential
+from ..core import Flow, Sequential, invertible_forward
 from ..images import CITYSCAPES_COLORS, label_colors
 from ..layers import ActNorm, AffineCoupling, Dequantize, InvConv1x1, quantize
 from ..layers.conditional import ConditionalActNorm, ConditionalInvConv1x1, CondNetAffineCoupling
@@ -78,9 +79,16 @@ class SourceGlow(MultiScaleFlow):
     ``acts[level][step] = (actnorm, 1x1 conv, coupling)`` for the target Glow's conditioning.
     """
 
-    def activations(self, x: Tensor, *, density: bool) -> tuple[list[list[list[Tensor]]], Tensor | None]:
-        """``(acts, log p(x))``; ``log p(x)`` (nats, ``[B]``) only with ``density=True``."""
+    def activations(
+        self, x: Tensor, *, density: bool, checkpoint: bool = False
+    ) -> tuple[list[list[list[Tensor]]], Tensor | None]:
+        """``(acts, log p(x))``; ``log p(x)`` (nats, ``[B]``) only with ``density=True``.
+
+        ``checkpoint`` (under autograd): every layer runs through ``torch.utils.checkpoint``, so of
+        a layer only its input is stored (an activation the target Glow keeps anyway) and its inner
+        activations (the coupling network's) are recomputed on the backward pass."""
         h, logdet = self.preprocess(x)
+        checkpoint = checkpoint and torch.is_grad_enabled()
         acts: list[list[list[Tensor]]] = []
         latents: list[Tensor] = []
         contexts: list[Tensor | None] = []
@@ -91,7 +99,10 @@ class SourceGlow(MultiScaleFlow):
             for step in steps:
                 outs = []
                 for layer in step:
-                    h, ld = layer(h)
+                    if checkpoint:
+                        h, ld = torch.utils.checkpoint.checkpoint(layer, h, use_reentrant=False)
+                    else:
+                        h, ld = layer(h)
                     logdet = logdet + ld
                     outs.append(h)
                 level_acts.append(outs)
@@ -236,20 +247,31 @@ class FullGlow(FlowModel):
         return labels if self.label_mode == "color" else labels * 255
 
     def _source(self, labels: Tensor, density: bool) -> tuple[list, Tensor | None]:
-        return self.source.activations(self.source_levels(labels), density=density)
+        return self.source.activations(
+            self.source_levels(labels), density=density, checkpoint=self._invertible_now()
+        )
 
     # --- target flow ---------------------------------------------------------------------------
     def _forward_levels(self, photo: Tensor, acts: list) -> tuple[list[Tensor], list[Tensor | None], Tensor]:
         h, logdet = self.preprocess(photo)
         latents: list[Tensor] = []
         contexts: list[Tensor | None] = []
+        invertible = self._invertible_now()
         for level, routes, level_acts in zip(self.levels, self.routes, acts):
             squeeze, *steps = level.flow
             h, _ = squeeze(h)
-            for step, route, outs in zip(steps, routes, level_acts):
-                for layer, src in zip(step, route):
-                    h, ld = layer(h, None if src is None else outs[src])
-                    logdet = logdet + ld
+            if invertible:  # every layer its own step: its own condition, log-dets added per layer
+                chain = [
+                    [(layer, None if src is None else outs[src])]
+                    for step, route, outs in zip(steps, routes, level_acts)
+                    for layer, src in zip(step, route)
+                ]
+                h, logdet = invertible_forward(chain, h, logdet)
+            else:
+                for step, route, outs in zip(steps, routes, level_acts):
+                    for layer, src in zip(step, route):
+                        h, ld = layer(h, None if src is None else outs[src])
+                        logdet = logdet + ld
             if level.split is not None:
                 h, z2 = level.split(h)
                 latents.append(z2)

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 from torch import Tensor, nn
 
-from ..core import Flow, Sequential
+from ..core import Flow, Sequential, sequential_invertible
 from ..layers import Dequantize, Squeeze, quantize
 from ..priors import Prior, Split
 from .base import FlowModel
@@ -166,8 +166,12 @@ class MultiScaleFlow(FlowModel):
         h, logdet = self.preprocess(x)
         latents: list[Tensor] = []
         contexts: list[Tensor | None] = []
+        invertible = self._invertible_now()
         for level, c in zip(self.levels, conds):
-            h, ld = level.flow(h, c)
+            if invertible and isinstance(level.flow, Sequential):
+                h, ld = sequential_invertible(level.flow, h, c)
+            else:
+                h, ld = level.flow(h, c)
             logdet = logdet + ld
             if level.split is not None:
                 h, z2 = level.split(h)

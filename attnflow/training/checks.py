@@ -76,6 +76,9 @@ def check_config(config: dict) -> dict:
     _number("train.lr", t.get("lr"), 0, strict=True)
     _number("train.weight_decay", t.get("weight_decay", 0), 0)
     _number("train.grad_clip", t.get("grad_clip"), 0, allow_none=True)
+    for key in ("invertible_backprop",):
+        if key in t and not isinstance(t[key], bool):
+            raise ConfigError(f"train.{key} must be true or false, got {t[key]!r}")
     temps = t.get("sample_temperatures")
     if not isinstance(temps, list) or not temps:
         raise ConfigError(f"train.sample_temperatures must be a non-empty list of numbers >= 0, got {temps!r}")

@@ -278,6 +278,8 @@ def _train(config: dict, out: Path, *, device, resume: bool, progress: bool, sto
         first = next(iter(DataLoader(train_set, generator=torch.Generator(), batch_sampler=ResumableBatches(
             len(train_set), int(t["batch_size"]), 1, seed=int(t["seed"]), rank=rank, world=world))))
         model.initialize(first)  # data-dependent init, before any DDP wrap
+    if t.get("invertible_backprop"):  # after the data-dependent init
+        model.set_invertible_backprop(True)
     net: nn.Module = model
     if world > 1:
         net = nn.parallel.DistributedDataParallel(

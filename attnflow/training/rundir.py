@@ -47,6 +47,7 @@ RESUME_SAFE_KEYS = (
     "train.device",
     "train.num_workers",
     "train.eval_max_batches",
+    "train.invertible_backprop",  # the same gradients up to rounding, less memory
 )
 
 LOCK_NAME = ".lock"
