@@ -34,13 +34,14 @@ def read_state_dict(path: str | Path, what: str) -> tuple[dict[str, Tensor], dic
             f"{what}: {path} could not be read as a PyTorch weights file (tensors and plain values "
             f"only): {type(err).__name__}: {first}"
         ) from None
-    config = None
     if isinstance(data, dict) and "model" in data and "config" in data:  # an attnflow checkpoint
-        config, data = data["config"], data["model"]
+        if not isinstance(data["model"], dict) or not isinstance(data["config"], dict):
+            raise ConfigError(f"{what}: {path} is not an attnflow checkpoint (no model/config)")
+        return dict(data["model"]), data["config"]  # may hold extra states (masks): the caller checks
     if not isinstance(data, dict) or not data or not all(
         isinstance(k, str) and isinstance(v, Tensor) for k, v in data.items()
     ):
         raise ConfigError(
             f"{what}: {path} is neither an attnflow checkpoint nor a state dict (name -> tensor)"
         )
-    return dict(data), config if isinstance(config, dict) else None
+    return dict(data), None

@@ -224,13 +224,15 @@ class RRDBEncoder(nn.Module):
         tensor must match one of the encoder's, and every encoder tensor must be given, with its
         shape: otherwise a ``ValueError`` names the missing, unexpected and mis-shaped tensors.
         """
-        mapped, head, unexpected = map_pretrained_keys(state, len(self.upconvs))
+        mapped, head, unexpected, origin = map_pretrained_keys(state, len(self.upconvs))
         own = self.state_dict()
         missing = sorted(set(own) - set(mapped))
+        unexpected = sorted(unexpected + [origin[k] for k in mapped if k not in own])
         shapes = sorted(
             f"{k} {tuple(mapped[k].shape)} (encoder: {tuple(own[k].shape)})"
             for k in set(own) & set(mapped) if tuple(mapped[k].shape) != tuple(own[k].shape)
         )
+        mapped = {k: v for k, v in mapped.items() if k in own}
         if missing or unexpected or shapes:
             size = f"features={self.features}, blocks={len(self.blocks)}, growth={self.growth}, " \
                    f"{len(self.upconvs)} upsampling conv(s)"
@@ -263,14 +265,17 @@ _HEAD = ("HRconv.", "conv_last.", "hr_conv.")
 
 def map_pretrained_keys(
     state: dict[str, Tensor], upconvs: int
-) -> tuple[dict[str, Tensor], list[str], list[str]]:
-    """``(encoder state, head names left out, unexpected names)`` of a pretrained RRDB's tensors,
-    in either naming (see :meth:`RRDBEncoder.load_pretrained_state`); ``upconvs`` is the number of
-    upsampling convs of the encoder (the others belong to the SR head)."""
+) -> tuple[dict[str, Tensor], list[str], list[str], dict[str, str]]:
+    """``(encoder state, head names left out, unexpected names, encoder name -> file name)`` of a
+    pretrained RRDB's tensors, in either naming (see :meth:`RRDBEncoder.load_pretrained_state`);
+    ``upconvs`` is the number of upsampling convs of the encoder (the others belong to the SR
+    head). A mapped name need not exist in a given encoder (a deeper RRDB's blocks): the caller
+    compares with its own state dict."""
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
     ours = any(k.startswith("encoder.") for k in state)
     mapped: dict[str, Tensor] = {}
+    origin: dict[str, str] = {}
     head: list[str] = []
     unexpected: list[str] = []
     for name, value in state.items():
@@ -288,12 +293,12 @@ def map_pretrained_keys(
         if up is not None and int(up[1]) >= upconvs:  # an upsampling conv only the SR head reads
             head.append(name)
         elif key is not None:
-            mapped[key] = value
+            mapped[key], origin[key] = value, name
         elif name.startswith(_HEAD):
             head.append(name)
         else:
             unexpected.append(name)
-    return mapped, sorted(head), sorted(unexpected)
+    return mapped, sorted(head), sorted(unexpected), origin
 
 
 # ------------------------------------------------------------------------------------------------
