@@ -35,7 +35,7 @@ _COMMAND_FOR_TASK = {
     "super_resolution": "attnflow super-resolve",
     "translation": "attnflow translate",
 }
-_BACKBONES_FOR_TASK = {"generation": "marflow or glow", "super_resolution": "srflow", "translation": "fullglow"}
+_BACKBONES_FOR_TASK = {"generation": "marflow or glow", "super_resolution": "srflow or rrdb", "translation": "fullglow"}
 
 
 def temperature(value: str) -> float:

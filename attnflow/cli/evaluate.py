@@ -3,7 +3,8 @@
 * generation: test bits/dim; with ``--fid`` also FID, KID and Inception Score of samples
   (``--inception`` weights, at ``--temperature``);
 * super-resolution: conditional bits/dim and PSNR / SSIM / LR-PSNR (+ LPIPS with ``--alexnet``)
-  per temperature (default 0.1 ... 0.9) and their mean, with a Markdown table;
+  per temperature (default 0.1 ... 0.9) and their mean, with a Markdown table; a deterministic
+  SR network (backbone ``rrdb``) has no likelihood and one prediction: one row, no bits/dim;
 * translation: conditional bits/dim.
 
 ``--out DIR`` also writes ``DIR/evaluation.json`` (and, for super-resolution, the table and
@@ -102,13 +103,14 @@ def _super_resolution(args, model, config, state, device) -> dict:
         examples=8 if out is not None else 0,
     )
     examples = result.pop("examples", {})
+    bpd = result.pop("bits_per_dim")
     summary = {
         "checkpoint": str(args.checkpoint),
         "step": int(state.get("step", 0)),
         "data": data_cfg["name"],
         "split": args.split,
         "scale": model.scale,
-        "conditional_bits_per_dim": result.pop("bits_per_dim"),
+        **({"conditional_bits_per_dim": bpd} if bpd is not None else {}),
         **result,
         "ssim_note": "ssim: 11x11 Gaussian window (standard); ssim_uniform: skimage's default 7x7 "
         "uniform window, as SRFlow's Measure.py (the paper's Table 4)",
@@ -117,9 +119,11 @@ def _super_resolution(args, model, config, state, device) -> dict:
         summary["lpips"] = note
     table = format_sr_table(result)
     summary["_table"] = table
+    what = (f"conditional bits/dim {bpd:.4f}" if bpd is not None
+            else "deterministic prediction (no likelihood; temperature does not apply)")
     summary["_text"] = (
         f"Super-resolution x{model.scale}, {result['images']} images x {result['samples_per_image']} "
-        f"sample(s), conditional bits/dim {summary['conditional_bits_per_dim']:.4f}\n\n{table}"
+        f"sample(s), {what}\n\n{table}"
         + (f"\n\n{note}" if note else "")
     )
     if out is not None:

@@ -43,7 +43,7 @@ DEFAULTS: dict[str, Any] = {
     "name": "custom",
     "paper_params_M": None,  # a paper row's parameter count (millions), shown by `attnflow presets --params`
     "model": {  # shared keys; each backbone adds its own (attnflow.models.complete_config)
-        "backbone": "marflow",  # marflow | glow | srflow | fullglow
+        "backbone": "marflow",  # marflow | glow | srflow | fullglow | rrdb (L1 SR network)
         "image_shape": [1, 28, 28],
         "n_bins": 256,
         "levels": 3,
@@ -78,6 +78,9 @@ DEFAULTS: dict[str, Any] = {
         "weight_decay": 0.0,
         "warmup_steps": 200,
         "lr_milestones": [],  # fractions of training at which the lr halves (SRFlow)
+        # fraction of training during which the model's conditioner (SRFlow's RRDB encoder) is
+        # frozen; SRFlow's train_RRDB_delay (0.5 with a pretrained RRDB); 0: trains from the start
+        "freeze_conditioner_until": 0.0,
         "grad_clip": 100.0,
         "max_bad_steps": 25,
         "log_every": 10,

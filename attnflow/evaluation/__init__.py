@@ -10,7 +10,7 @@ file to supply and where it comes from.
 
 from .image_metrics import lr_psnr, psnr, ssim
 from .imresize import imresize
-from .likelihood import bits_per_dim, evaluate_bpd
+from .likelihood import bits_per_dim, evaluate_bpd, evaluate_metric
 from .lpips import LPIPS, to_lpips_range
 from .sample_quality import InceptionExtractor, SampleQuality, fid_kid_is, load_inception, sample_quality
 from .super_resolution import DEFAULT_TEMPERATURES, SR_DATASETS, evaluate_sr, format_sr_table
@@ -19,6 +19,7 @@ from .weights import MissingWeightsError
 __all__ = [
     "bits_per_dim",
     "evaluate_bpd",
+    "evaluate_metric",
     "psnr",
     "ssim",
     "lr_psnr",

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
-__all__ = ["bits_per_dim", "evaluate_bpd"]
+__all__ = ["bits_per_dim", "evaluate_bpd", "evaluate_metric"]
 
 def bits_per_dim(log_px: Tensor | float, num_dims: int, n_bins: int = 256) -> Tensor | float:
     r"""Bits per dimension of discrete data from the log-density of its dequantised version.
@@ -51,6 +51,27 @@ def evaluate_bpd(model: nn.Module, loader: Iterable, max_batches: int | None = N
             bpd = model.bits_per_dim(batch)
             total += float(bpd.sum())
             count += bpd.numel()
+    finally:
+        model.train(was)
+    if count == 0:
+        raise ValueError("evaluation set is empty")
+    return total / count
+
+
+@torch.no_grad()
+def evaluate_metric(model: nn.Module, loader: Iterable, max_batches: int | None = None) -> float:
+    """Mean of ``model.evaluation_metric(batch)`` (per image) over a loader, in eval mode: test
+    bits/dim for a flow (the same as :func:`evaluate_bpd`), PSNR for the rrdb SR network."""
+    was = model.training
+    model.eval()
+    total, count = 0.0, 0
+    try:
+        for i, batch in enumerate(loader):
+            if max_batches is not None and i >= max_batches:
+                break
+            value = model.evaluation_metric(batch)
+            total += float(value.sum())
+            count += value.numel()
     finally:
         model.train(was)
     if count == 0:

@@ -15,7 +15,10 @@ Metrics (:mod:`attnflow.evaluation`, RGB uint8, data range 255):
 * ``lpips``: LPIPS (AlexNet, v0.1), only when AlexNet weights are given.
 
 ``bits_per_dim`` is the conditional bits/dim ``-log p(hr | lr) / (D ln 2)`` under uniform
-dequantisation (seeded noise).
+dequantisation (seeded noise), for flows (models with ``bits_per_dim``).
+
+A deterministic model (``model.stochastic`` false: the L1-trained RRDB network) has one SR image
+per LR image whatever the temperature: it is evaluated once, as temperature 0 (one row).
 """
 
 from __future__ import annotations
@@ -93,7 +96,9 @@ def evaluate_sr(
     bits_per_dim: bool = True,
     examples: int = 0,
 ) -> dict[str, Any]:
-    """SR metrics of ``model`` (an :class:`attnflow.models.srflow.SRFlow`) on ``dataset``.
+    """SR metrics of ``model`` (an :class:`attnflow.models.srflow.SRFlow`, or any model with
+    ``check_images``, ``level_conditions``, ``super_resolve``, ``visualize`` and ``scale``, such as
+    :class:`attnflow.models.rrdb.RRDBNet`) on ``dataset``.
 
     ``samples`` SR images are drawn per LR image and temperature. ``lpips`` is a callable
     ``(a, b) -> [B]`` on images in ``[-1, 1]`` (e.g. :class:`attnflow.evaluation.LPIPS`); without it
@@ -117,7 +122,11 @@ def evaluate_sr(
         raise ValueError(f"evaluate_sr: samples must be a positive int, got {samples!r}")
     _check_pairs(dataset)
     dev = torch.device(device)
-    temps = [float(t) for t in temperatures]
+    deterministic = not getattr(model, "stochastic", True)
+    temps = [0.0] if deterministic else [float(t) for t in temperatures]
+    if deterministic:
+        samples = 1
+    bits_per_dim = bits_per_dim and hasattr(model, "bits_per_dim")
     keys = [k for k in SR_METRICS if k != "lpips" or lpips is not None]
     sums = {t: {k: 0.0 for k in keys} for t in temps}
     bicubic_sums = {k: 0.0 for k in keys}
@@ -171,6 +180,7 @@ def evaluate_sr(
         "mean": mean,
         "bicubic": {k: v / lr_count for k, v in bicubic_sums.items()},
         "bits_per_dim": bpd_sum / bpd_count if bpd_count else None,
+        "deterministic": deterministic,
     }
     if examples:
         result["examples"] = {t: torch.cat(g) for t, g in example_grids.items() if g}

@@ -1,21 +1,25 @@
 """Models: one contract (:class:`FlowModel`) for every family, the level builder, the backbones.
 
 Families: :class:`MultiScaleFlow` (unconditional generation; Glow or mARFlow steps), :class:`SRFlow`
-(super-resolution) and :class:`FullGlow` (label-to-photo translation). Build any of them from a
-config with :func:`build_model`.
+(super-resolution) and :class:`FullGlow` (label-to-photo translation), plus :class:`RRDBNet`,
+the L1-trained SR network that pretrains SRFlow's encoder (a :class:`TrainableModel`, not a flow).
+Build any of them from a config with :func:`build_model`.
 """
 
 from .attention_maps import attention_layers, attention_maps, attention_summary, summarize_attention
-from .base import TASKS, FlowModel
+from .base import TASKS, FlowModel, TrainableModel
 from .fullglow import FullGlow, SourceGlow
 from .multiscale import Level, MultiScaleFlow, build_levels, dequantization_noise
 from .registry import BACKBONES, build_model, complete_config, register_backbone
+from .rrdb import RRDBNet
 from .srflow import RRDBEncoder, SRFlow
 from .steps import ATTENTION_KINDS, POSITIONS, AttentionConfig, make_step
 
 __all__ = [
     "TASKS",
     "FlowModel",
+    "TrainableModel",
+    "RRDBNet",
     "MultiScaleFlow",
     "SRFlow",
     "RRDBEncoder",

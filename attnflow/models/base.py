@@ -14,6 +14,13 @@ super-resolution, a label map for translation):
   so that DistributedDataParallel, which wraps ``forward``, works;
 * ``task`` names the kind of model: ``"generation"``, ``"super_resolution"`` or ``"translation"``.
 
+The part of the contract the training loop and the commands use (``task``, ``objective``,
+``initialize``, ``sample``, ``visualize``, ``example_batch``, ``evaluation_metric``,
+``conditioner_parameters``, ``load_pretrained``) is :class:`TrainableModel`, the base of
+:class:`FlowModel`. A model that is not a flow (the L1-trained RRDB super-resolution network of
+:mod:`attnflow.models.rrdb`) derives from :class:`TrainableModel` alone: the loop needs no
+per-family code, and no flow method is faked.
+
 Template methods: the public methods here check their inputs once, then call the family's
 ``_log_prob``, ``_encode``, ``_decode``, ``_sample``, ``_prior_log_prob`` and (optionally)
 ``_objective_log_prob``. A family describes its inputs through :meth:`data_shape`,
@@ -33,7 +40,7 @@ from torch import Tensor, nn
 from ..core import initialize_data_dependent
 from ..evaluation.likelihood import bits_per_dim
 
-__all__ = ["FlowModel", "TASKS", "check_temperature", "check_count"]
+__all__ = ["TrainableModel", "FlowModel", "TASKS", "check_temperature", "check_count"]
 
 TASKS = ("generation", "super_resolution", "translation")
 
@@ -56,15 +63,32 @@ def check_count(n: Any, where: str = "n") -> int:
     return n
 
 
-class FlowModel(nn.Module, ABC):
-    """Abstract base of every model family (see the module docstring for the contract).
+class TrainableModel(nn.Module, ABC):
+    """What the training loop, ``evaluate`` and the sampling commands need of a model.
+
+    * ``objective(batch)``: the scalar loss (``forward(batch)`` is the same, for DDP);
+      ``loss_name`` says what it is (``"bpd"`` for flows, ``"l1"`` for the RRDB network);
+    * ``initialize(batch)``: data-dependent initialisation, once (default: none);
+    * ``sample(n, cond, *, temperature)``: uint8 images (a deterministic model ignores the
+      temperature and sets ``stochastic = False``);
+    * ``evaluation_metric(batch) -> [B]``: the per-image value the loop evaluates on the test split,
+      named ``metric_name``: ``"bpd"`` (lower is better) for flows, ``"psnr"`` (higher is better,
+      ``metric_higher_is_better``) for the RRDB network;
+    * ``conditioner_parameters()``: the parameters of the network that encodes the condition (the
+      RRDB encoder of SRFlow), which ``train.freeze_conditioner_until`` freezes;
+    * ``load_pretrained()``: load the pretrained weights the model's config names (the training
+      loop calls it at the start of a fresh run, never on resume; default: nothing to load).
 
     Subclasses set ``task`` (class attribute), ``n_bins`` and ``image_shape`` (the training image
-    shape ``(C, H, W)``), and implement the underscored hooks.
+    shape ``(C, H, W)``).
     """
 
     task: ClassVar[str] = "generation"
     condition_name: ClassVar[str] = "condition"  # what a condition is, for messages ("LR image")
+    loss_name: ClassVar[str] = "bpd"
+    metric_name: ClassVar[str] = "bpd"
+    metric_higher_is_better: ClassVar[bool] = False
+    stochastic: ClassVar[bool] = True
     n_bins: int
     image_shape: tuple[int, ...]
     #: recompute the steps' activations on the backward pass (:meth:`set_invertible_backprop`)
@@ -95,6 +119,98 @@ class FlowModel(nn.Module, ABC):
             raise ValueError(f"{name}: {cond.shape[0]} conditions for {batch} images")
         return cond
 
+    # --- input checks (once, here) -------------------------------------------------------------
+    def check_images(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """Validate an image batch and its condition; returns them (cond checked)."""
+        name = type(self).__name__
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{name}: images must be a torch.Tensor, got {type(x).__name__}")
+        if x.dim() != 4:
+            raise ValueError(f"{name}: expected images [B, C, H, W], got shape {tuple(x.shape)}")
+        cond = self.check_condition(cond, x.shape[0])
+        batch_differs = cond is not None and cond.shape[0] != x.shape[0]
+        if batch_differs or tuple(x.shape[1:]) != tuple(self.data_shape(cond)):
+            raise ValueError(f"{name}: {self._data_mismatch(x, cond)}")
+        return x, cond
+
+    def _data_mismatch(self, x: Tensor, cond: Tensor | None) -> str:
+        """The message for images of the wrong shape (families may say more)."""
+        return f"built for images {tuple(self.data_shape(cond))}, got {tuple(x.shape[1:])}"
+
+    def unpack(self, batch: Any) -> tuple[Tensor, Tensor | None]:
+        """``(x, cond)`` from a batch as the task's DataLoader yields it, as floats on the model's
+        device and dtype: a tensor (generation) or an ``(x, cond)`` pair."""
+        ref = next((t for t in self.parameters() if t.is_floating_point()), None)
+        dtype = ref.dtype if ref is not None else torch.get_default_dtype()
+        device = ref.device if ref is not None else torch.device("cpu")
+        if isinstance(batch, (list, tuple)):
+            if len(batch) != 2:
+                raise ValueError(
+                    f"{type(self).__name__}: expected a batch (images, condition), got {len(batch)} items"
+                )
+            x, cond = batch
+            return x.to(device=device, dtype=dtype), cond.to(device=device, dtype=dtype)
+        if not isinstance(batch, Tensor):
+            raise TypeError(f"{type(self).__name__}: expected a batch tensor or pair, got {type(batch).__name__}")
+        return batch.to(device=device, dtype=dtype), None
+
+    def num_dims(self, x: Tensor) -> int:
+        """Dimensions of one image of the batch ``x``."""
+        return int(math.prod(x.shape[1:]))
+
+    # --- training and evaluation ----------------------------------------------------------------
+    @abstractmethod
+    def objective(self, batch: Any) -> Tensor:
+        """The scalar loss training minimises (``loss_name``)."""
+
+    def forward(self, batch: Any) -> Tensor:
+        """:meth:`objective` (so DistributedDataParallel, which wraps ``forward``, works)."""
+        return self.objective(batch)
+
+    def initialize(self, batch: Any) -> None:
+        """Data-dependent initialisation from one batch (default: none, the batch is only checked).
+        Call once, before any DDP wrap."""
+        self.check_images(*self.unpack(batch))
+
+    @abstractmethod
+    def sample(self, n: int, cond: Tensor | None = None, *, temperature: float = 1.0) -> Tensor:
+        """``n`` images (uint8 ``[n, C, H, W]``) at ``temperature``."""
+
+    @abstractmethod
+    def evaluation_metric(self, batch: Any) -> Tensor:
+        """The test metric ``metric_name`` of every image of ``batch`` (``[B]``)."""
+
+    def conditioner_parameters(self) -> list[nn.Parameter]:
+        """The parameters of the condition's encoder (default: none)."""
+        return []
+
+    def load_pretrained(self) -> list[str]:
+        """Load the pretrained weights the config names (default: none); returns the sources."""
+        return []
+
+    # --- helpers for training pictures and benchmarks ----------------------------------------
+    def example_batch(self, batch: int, device: torch.device | str = "cpu") -> Any:
+        """A random batch of the training shape, as the DataLoader would yield it (benchmarks)."""
+        x = torch.randint(0, int(self.n_bins), (batch, *self.image_shape), device=device).float()
+        return x
+
+    def sample_conditions(self, batch: Any) -> Tensor | None:
+        """The conditions of a batch (``None`` for unconditional models), for sample grids."""
+        return self.unpack(batch)[1]
+
+    def visualize(self, cond: Tensor | None, samples: Tensor) -> Tensor:
+        """What a training sample grid shows (uint8 ``[n, C, H, W']``): the samples themselves;
+        conditional families put the condition beside each sample."""
+        return samples
+
+
+class FlowModel(TrainableModel):
+    """Abstract base of every flow family (see the module docstring for the contract).
+
+    Subclasses set ``task`` (class attribute), ``n_bins`` and ``image_shape`` (the training image
+    shape ``(C, H, W)``), and implement the underscored hooks.
+    """
+
     @abstractmethod
     def latent_shapes(self, batch: int, cond: Tensor | None = None) -> list[tuple[int, ...]]:
         """Shapes of :meth:`encode`'s latents for ``batch`` images (that go with ``cond``)."""
@@ -118,24 +234,6 @@ class FlowModel(nn.Module, ABC):
     def _objective_log_prob(self, x: Tensor, cond: Tensor | None) -> Tensor:
         """The log-density training maximises (default: :meth:`_log_prob`)."""
         return self._log_prob(x, cond)
-
-    # --- input checks (once, here) -------------------------------------------------------------
-    def check_images(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        """Validate an image batch and its condition; returns them (cond checked)."""
-        name = type(self).__name__
-        if not isinstance(x, Tensor):
-            raise TypeError(f"{name}: images must be a torch.Tensor, got {type(x).__name__}")
-        if x.dim() != 4:
-            raise ValueError(f"{name}: expected images [B, C, H, W], got shape {tuple(x.shape)}")
-        cond = self.check_condition(cond, x.shape[0])
-        batch_differs = cond is not None and cond.shape[0] != x.shape[0]
-        if batch_differs or tuple(x.shape[1:]) != tuple(self.data_shape(cond)):
-            raise ValueError(f"{name}: {self._data_mismatch(x, cond)}")
-        return x, cond
-
-    def _data_mismatch(self, x: Tensor, cond: Tensor | None) -> str:
-        """The message for images of the wrong shape (families may say more)."""
-        return f"built for images {tuple(self.data_shape(cond))}, got {tuple(x.shape[1:])}"
 
     def _check_latents(self, latents: Sequence[Tensor], cond: Tensor | None) -> tuple[list[Tensor], Tensor | None]:
         latents = list(latents)
@@ -194,27 +292,6 @@ class FlowModel(nn.Module, ABC):
             )
         return self._sample(n, cond, temperature)
 
-    def unpack(self, batch: Any) -> tuple[Tensor, Tensor | None]:
-        """``(x, cond)`` from a batch as the task's DataLoader yields it, as floats on the model's
-        device and dtype: a tensor (generation) or an ``(x, cond)`` pair."""
-        ref = next((t for t in self.parameters() if t.is_floating_point()), None)
-        dtype = ref.dtype if ref is not None else torch.get_default_dtype()
-        device = ref.device if ref is not None else torch.device("cpu")
-        if isinstance(batch, (list, tuple)):
-            if len(batch) != 2:
-                raise ValueError(
-                    f"{type(self).__name__}: expected a batch (images, condition), got {len(batch)} items"
-                )
-            x, cond = batch
-            return x.to(device=device, dtype=dtype), cond.to(device=device, dtype=dtype)
-        if not isinstance(batch, Tensor):
-            raise TypeError(f"{type(self).__name__}: expected a batch tensor or pair, got {type(batch).__name__}")
-        return batch.to(device=device, dtype=dtype), None
-
-    def num_dims(self, x: Tensor) -> int:
-        """Dimensions of one image of the batch ``x``."""
-        return int(math.prod(x.shape[1:]))
-
     def _bits(self, log_p: Tensor, x: Tensor) -> Tensor:
         # log_p includes the dequantisation log-det -D ln n_bins; bits_per_dim takes the unit-scale
         # density, which is log_p + D ln n_bins.
@@ -231,10 +308,6 @@ class FlowModel(nn.Module, ABC):
         (``log_prob`` for most families; Full-Glow adds ``lambda * log p(cond)``)."""
         x, cond = self.check_images(*self.unpack(batch))
         return self._bits(self._objective_log_prob(x, cond), x).mean()
-
-    def forward(self, batch: Any) -> Tensor:
-        """:meth:`objective` (so DistributedDataParallel, which wraps ``forward``, works)."""
-        return self.objective(batch)
 
     def initialize(self, batch: Any) -> None:
         """Data-dependent initialisation (ActNorm) from one batch. Call once, before any DDP wrap."""
@@ -258,17 +331,10 @@ class FlowModel(nn.Module, ABC):
     def _invertible_now(self) -> bool:
         return self.invertible_backprop and torch.is_grad_enabled()
 
-    # --- helpers for training pictures and benchmarks ----------------------------------------
-    def example_batch(self, batch: int, device: torch.device | str = "cpu") -> Any:
-        """A random batch of the training shape, as the DataLoader would yield it (benchmarks)."""
-        x = torch.randint(0, int(self.n_bins), (batch, *self.image_shape), device=device).float()
-        return x
+    def evaluation_metric(self, batch: Any) -> Tensor:
+        """Bits/dim of every image of ``batch`` (the flows' test metric)."""
+        return self.bits_per_dim(batch)
 
-    def sample_conditions(self, batch: Any) -> Tensor | None:
-        """The conditions of a batch (``None`` for unconditional models), for sample grids."""
-        return self.unpack(batch)[1]
-
-    def visualize(self, cond: Tensor | None, samples: Tensor) -> Tensor:
-        """What a training sample grid shows (uint8 ``[n, C, H, W']``): the samples themselves;
-        conditional families put the condition beside each sample."""
-        return samples
+    def conditioner_parameters(self) -> list[nn.Parameter]:
+        conditioner = getattr(self, "conditioner", None)
+        return [] if conditioner is None else list(conditioner.parameters())

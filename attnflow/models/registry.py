@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import DEFAULTS, ConfigError
-from .base import FlowModel
+from .base import FlowModel, TrainableModel
 from .fullglow import build_fullglow
 from .glow import build_unconditional, gaussian_priors, glow_coupling
 from .marflow import ar_priors, mixture_coupling
 from .options import attention_from_config
+from .rrdb import build_rrdb
 from .srflow import build_srflow
 
 __all__ = ["Backbone", "BACKBONES", "register_backbone", "build_model", "complete_config"]
@@ -25,10 +26,10 @@ __all__ = ["Backbone", "BACKBONES", "register_backbone", "build_model", "complet
 
 @dataclass(frozen=True)
 class Backbone:
-    """A buildable backbone: ``build(model_section) -> FlowModel`` and the keys it adds."""
+    """A buildable backbone: ``build(model_section) -> model`` and the keys it adds."""
 
     name: str
-    build: Callable[[dict], FlowModel]
+    build: Callable[[dict], TrainableModel]
     keys: dict[str, Any] = field(default_factory=dict)
 
 
@@ -39,7 +40,7 @@ def register_backbone(name: str, keys: dict[str, Any] | None = None):
     """Decorator: make ``fn(model_section) -> model`` buildable as ``model.backbone: name``;
     ``keys`` are the backbone's own ``model`` keys with their defaults."""
 
-    def wrap(fn: Callable[[dict], FlowModel]) -> Callable[[dict], FlowModel]:
+    def wrap(fn: Callable[[dict], TrainableModel]) -> Callable[[dict], TrainableModel]:
         BACKBONES[name] = Backbone(name, fn, dict(keys or {}))
         return fn
 
@@ -80,8 +81,9 @@ def complete_config(config: dict[str, Any]) -> dict[str, Any]:
     return cfg
 
 
-def build_model(config: dict[str, Any]) -> FlowModel:
-    """Build the model a config describes (a full config or just its ``model`` section)."""
+def build_model(config: dict[str, Any]) -> TrainableModel:
+    """Build the model a config describes (a full config or just its ``model`` section): a
+    :class:`FlowModel` for every backbone but ``rrdb`` (an L1-trained SR network)."""
     section = config.get("model", config)
     m = complete_config({"model": section})["model"]
     spec = _backbone(m)
@@ -147,3 +149,6 @@ def _build_marflow(m: dict) -> FlowModel:
 
 register_backbone("srflow", {"scale": 8, "cond": {}})(build_srflow)
 register_backbone("fullglow", {"prior": "gaussian", "cond": {}})(build_fullglow)
+# the plain L1-trained RRDB SR network that SRFlow's encoder is pretrained as (not a flow); it uses
+# model.scale, image_shape, n_bins and model.cond (features, blocks, growth), no shared flow key
+register_backbone("rrdb", {"scale": 8, "cond": {}})(build_rrdb)

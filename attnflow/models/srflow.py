@@ -39,6 +39,7 @@ dequantisation (true conditional bits/dim, unlike SRFlow's bits per pixel withou
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 
 import torch
@@ -59,6 +60,7 @@ from ..priors import DiagonalGaussian, Prior, StandardNormal
 from .base import check_temperature
 from .multiscale import MultiScaleFlow, build_levels
 from .options import attention_from_config, cond_options
+from .pretrained import read_state_dict
 from .steps import AttentionConfig, make_step
 
 __all__ = [
@@ -68,6 +70,9 @@ __all__ = [
     "conditional_step",
     "unconditional_step",
     "COND_DEFAULTS",
+    "REFERENCE_KEYS",
+    "map_pretrained_keys",
+    "sr_side_by_side",
 ]
 
 #: Defaults of the free-form ``model.cond`` section for ``backbone: srflow``.
@@ -80,6 +85,7 @@ COND_DEFAULTS: dict = {
     "split": True,  # split at levels l < L - 1 (SRFlow's rule); False: never split
     "top_prior": "standard",  # standard (N(0, I), SRFlow) | conditional (Gaussian from LR features)
     "eps": 1.0e-4,  # lower bound of the affine scales
+    "pretrained": None,  # a pretrained RRDB to start the encoder from (SRFlow.load_pretrained)
 }
 
 
@@ -163,6 +169,7 @@ class RRDBEncoder(nn.Module):
         self.in_channels = in_channels
         self.features = features
         self.taps = sorted(taps)
+        self.growth = growth
         self.input_range = float(input_range)
         self.conv_first = nn.Conv2d(in_channels, features, 3, padding=1)
         self.blocks = nn.ModuleList(_RRDB(features, growth) for _ in range(blocks))
@@ -174,7 +181,11 @@ class RRDBEncoder(nn.Module):
     def out_channels(self) -> int:
         return self.features * (1 + len(self.taps))
 
-    def forward(self, lr: Tensor) -> list[Tensor]:
+    def trunk_features(self, lr: Tensor) -> tuple[dict[int, Tensor], list[Tensor], Tensor]:
+        """``(trunk, tapped, top)``: the trunk features per octave (``0``: the LR features
+        ``last_lr_fea``; ``k >= 1``: the output of upsampling conv ``k``, before its LeakyReLU), the
+        outputs of the tapped blocks, and the activated output of the last upsampling conv (what an
+        SR head reads; the LR features when there is no upsampling conv)."""
         fea = self.conv_first(lr / self.input_range)
         tapped = []
         for i, block in enumerate(self.blocks):
@@ -182,12 +193,17 @@ class RRDBEncoder(nn.Module):
             if i in self.taps:
                 tapped.append(fea)
         lr_fea = fea + self.trunk_conv(fea)
-        stack = torch.cat(tapped, dim=1) if tapped else None
         trunk = {0: lr_fea}
         h = lr_fea
         for k, conv in enumerate(self.upconvs, 1):
             trunk[k] = conv(F.interpolate(h, scale_factor=2, mode="nearest"))
             h = F.leaky_relu(trunk[k], 0.2)
+        return trunk, tapped, h
+
+    def forward(self, lr: Tensor) -> list[Tensor]:
+        trunk, tapped, _ = self.trunk_features(lr)
+        lr_fea = trunk[0]
+        stack = torch.cat(tapped, dim=1) if tapped else None
         maps = []
         for e in self.octaves:
             parts = [trunk[e] if e >= 0 else _resize_octaves(lr_fea, e)]
@@ -195,6 +211,94 @@ class RRDBEncoder(nn.Module):
                 parts.append(_resize_octaves(stack, e))
             maps.append(torch.cat(parts, dim=1))
         return maps
+
+    # --- pretrained weights ---------------------------------------------------------------------
+    def load_pretrained_state(self, state: dict[str, Tensor], source: str) -> list[str]:
+        """Load a pretrained RRDB exactly; returns the names of the SR-head tensors left out.
+
+        ``state`` is either the state dict of an attnflow ``rrdb`` model (``encoder.*`` and the
+        head ``hr_conv.*``, ``conv_last.*``) or one with the reference's RRDBNet names
+        (:data:`REFERENCE_KEYS`; a ``module.`` prefix is removed, as SRFlow does). The SR head
+        (``HRconv``, ``conv_last`` and upsampling convs beyond the ones this encoder has, e.g.
+        ``upconv3`` at 8x, which SRFlow's flow levels never read) is left out by name; every other
+        tensor must match one of the encoder's, and every encoder tensor must be given, with its
+        shape: otherwise a ``ValueError`` names the missing, unexpected and mis-shaped tensors.
+        """
+        mapped, head, unexpected, origin = map_pretrained_keys(state, len(self.upconvs))
+        own = self.state_dict()
+        missing = sorted(set(own) - set(mapped))
+        unexpected = sorted(unexpected + [origin[k] for k in mapped if k not in own])
+        shapes = sorted(
+            f"{k} {tuple(mapped[k].shape)} (encoder: {tuple(own[k].shape)})"
+            for k in set(own) & set(mapped) if tuple(mapped[k].shape) != tuple(own[k].shape)
+        )
+        mapped = {k: v for k, v in mapped.items() if k in own}
+        if missing or unexpected or shapes:
+            size = f"features={self.features}, blocks={len(self.blocks)}, growth={self.growth}, " \
+                   f"{len(self.upconvs)} upsampling conv(s)"
+            parts = [f"{what} {len(names)} ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''})"
+                     for what, names in (("missing", missing), ("unexpected", unexpected),
+                                         ("of another shape", shapes)) if names]
+            raise ValueError(
+                f"{source}: the pretrained RRDB does not fit this encoder ({size}): tensors "
+                + "; ".join(parts)
+            )
+        self.load_state_dict(mapped, strict=True)
+        return head
+
+
+#: the reference's RRDBNet names (andreas128/SRFlow ``RRDBNet_arch.py``, ESRGAN's) -> the encoder's
+REFERENCE_KEYS: dict[str, str] = {
+    "conv_first.{weight,bias}": "conv_first.{weight,bias}",
+    "RRDB_trunk.N.RDBk.convj.{weight,bias}": "blocks.N.dense.(k-1).convs.(j-1).{weight,bias}",
+    "trunk_conv.{weight,bias}": "trunk_conv.{weight,bias}",
+    "upconvu.{weight,bias}": "upconvs.(u-1).{weight,bias}",
+    "HRconv.{weight,bias}": "(SR head; attnflow rrdb: hr_conv)",
+    "conv_last.{weight,bias}": "(SR head; attnflow rrdb: conv_last)",
+}
+
+_REF_BLOCK = re.compile(r"^RRDB_trunk\.(\d+)\.RDB([123])\.conv([1-5])\.(weight|bias)$")
+_REF_UP = re.compile(r"^upconv([1-9]\d*)\.(weight|bias)$")
+_OWN_UP = re.compile(r"^upconvs\.(\d+)\.")
+_HEAD = ("HRconv.", "conv_last.", "hr_conv.")
+
+
+def map_pretrained_keys(
+    state: dict[str, Tensor], upconvs: int
+) -> tuple[dict[str, Tensor], list[str], list[str], dict[str, str]]:
+    """``(encoder state, head names left out, unexpected names, encoder name -> file name)`` of a
+    pretrained RRDB's tensors, in either naming (see :meth:`RRDBEncoder.load_pretrained_state`);
+    ``upconvs`` is the number of upsampling convs of the encoder (the others belong to the SR
+    head). A mapped name need not exist in a given encoder (a deeper RRDB's blocks): the caller
+    compares with its own state dict."""
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    ours = any(k.startswith("encoder.") for k in state)
+    mapped: dict[str, Tensor] = {}
+    origin: dict[str, str] = {}
+    head: list[str] = []
+    unexpected: list[str] = []
+    for name, value in state.items():
+        key: str | None = None
+        if ours:
+            if name.startswith("encoder."):
+                key = name[len("encoder."):]
+        elif name.startswith(("conv_first.", "trunk_conv.")):
+            key = name
+        elif m := _REF_BLOCK.match(name):
+            key = f"blocks.{m[1]}.dense.{int(m[2]) - 1}.convs.{int(m[3]) - 1}.{m[4]}"
+        elif m := _REF_UP.match(name):
+            key = f"upconvs.{int(m[1]) - 1}.{m[2]}"
+        up = _OWN_UP.match(key) if key is not None else None
+        if up is not None and int(up[1]) >= upconvs:  # an upsampling conv only the SR head reads
+            head.append(name)
+        elif key is not None:
+            mapped[key], origin[key] = value, name
+        elif name.startswith(_HEAD):
+            head.append(name)
+        else:
+            unexpected.append(name)
+    return mapped, sorted(head), sorted(unexpected), origin
 
 
 # ------------------------------------------------------------------------------------------------
@@ -256,6 +360,8 @@ class SRFlow(MultiScaleFlow):
             ``taps``).
         attention: where the paper's attention goes (default: none).
         n_bins: quantisation levels of the HR image (256).
+        pretrained: a weights file the encoder starts from (:meth:`load_pretrained`, which the
+            training loop calls at the start of a fresh run; building the model reads nothing).
     """
 
     task = "super_resolution"
@@ -276,6 +382,7 @@ class SRFlow(MultiScaleFlow):
         encoder: dict | None = None,
         attention: AttentionConfig | None = None,
         n_bins: int = 256,
+        pretrained: str | None = None,
     ) -> None:
         log2_scale = _log2_exact(scale)
         if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
@@ -340,6 +447,40 @@ class SRFlow(MultiScaleFlow):
         self.level_octaves = octaves
         self.cond_channels = cc
         self.lr_multiple = self._lr_multiple()
+        self.pretrained = None if pretrained in (None, "") else str(pretrained)
+
+    # --- the pretrained encoder -----------------------------------------------------------------
+    def load_pretrained(self) -> list[str]:
+        """Load the pretrained RRDB named by ``pretrained`` (``model.cond.pretrained``) into the
+        encoder, exactly (:meth:`RRDBEncoder.load_pretrained_state`); returns ``[path]`` (``[]``
+        when none is named).
+
+        The file is an attnflow checkpoint of the ``rrdb`` backbone (its ``encoder.*`` tensors;
+        ``hr_conv``/``conv_last`` are its SR head) or a plain state dict with the reference's RRDBNet
+        names (:data:`REFERENCE_KEYS`), as SRFlow's ``path.pretrain_model_G`` loads into its
+        ``RRDB`` submodule with ``strict_load``. A checkpoint of another backbone, or of an
+        ``rrdb`` model of another scale, is an error."""
+        if not self.pretrained:
+            return []
+        what = "model.cond.pretrained"
+        state, config = read_state_dict(self.pretrained, what)
+        if config is not None:
+            m = config.get("model", {})
+            if m.get("backbone") != "rrdb":
+                raise ConfigError(
+                    f"{what}: {self.pretrained} is an attnflow checkpoint of backbone "
+                    f"{m.get('backbone')!r}; give one of an 'rrdb' network (or a reference RRDB state dict)"
+                )
+            if int(m.get("scale", self.scale)) != self.scale:
+                raise ConfigError(
+                    f"{what}: {self.pretrained} is an rrdb network for {m.get('scale')}x; this SRFlow "
+                    f"is {self.scale}x"
+                )
+        try:
+            self.conditioner.load_pretrained_state(state, f"{what}: {self.pretrained}")
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        return [self.pretrained]
 
     # --- geometry and checks --------------------------------------------------------------------
     def _lr_multiple(self) -> int:
@@ -431,16 +572,29 @@ class SRFlow(MultiScaleFlow):
 
     def visualize(self, cond: Tensor | None, samples: Tensor) -> Tensor:
         """``[LR upscaled by nearest | SR]`` side by side, uint8 ``[n, C, H, 2W]`` (training grids)."""
-        lr = cond.detach().round().clamp(0, 255).to(torch.uint8)
-        if lr.shape[0] == 1 and samples.shape[0] > 1:
-            lr = lr.expand(samples.shape[0], *lr.shape[1:])
-        up = lr.repeat_interleave(self.scale, dim=-2).repeat_interleave(self.scale, dim=-1)
-        return torch.cat([up.to(samples.device), samples.to(torch.uint8)], dim=-1)
+        return sr_side_by_side(cond, samples, self.scale)
+
+
+def sr_side_by_side(lr: Tensor, samples: Tensor, scale: int) -> Tensor:
+    """``[LR upscaled by nearest | SR]`` side by side, uint8 ``[n, C, H, 2W]``."""
+    lr = lr.detach().round().clamp(0, 255).to(torch.uint8)
+    if lr.shape[0] == 1 and samples.shape[0] > 1:
+        lr = lr.expand(samples.shape[0], *lr.shape[1:])
+    up = lr.repeat_interleave(scale, dim=-2).repeat_interleave(scale, dim=-1)
+    return torch.cat([up.to(samples.device), samples.to(torch.uint8)], dim=-1)
 
 
 # ------------------------------------------------------------------------------------------------
 # config
 # ------------------------------------------------------------------------------------------------
+
+
+def _pretrained_path(value, what: str) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"{what} must be the path of a weights file or null, got {value!r}")
+    return value
 
 
 def _cond_section(m: dict) -> dict:
@@ -470,6 +624,7 @@ def build_srflow(m: dict) -> SRFlow:
             },
             attention=attention_from_config(m),
             n_bins=int(m["n_bins"]),
+            pretrained=_pretrained_path(cond["pretrained"], "model.cond.pretrained"),
         )
     except ConfigError:
         raise

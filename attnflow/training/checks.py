@@ -84,6 +84,10 @@ def check_config(config: dict) -> dict:
         raise ConfigError(f"train.sample_temperatures must be a non-empty list of numbers >= 0, got {temps!r}")
     for v in temps:
         _number("train.sample_temperatures", v, 0)
+    f = t.get("freeze_conditioner_until", 0)
+    _number("train.freeze_conditioner_until", f, 0, allow_none=True)
+    if f is not None and float(f) > 1:
+        raise ConfigError(f"train.freeze_conditioner_until must be a fraction of training in [0, 1], got {f!r}")
     for v in t.get("lr_milestones") or []:
         _number("train.lr_milestones", v, 0)
         if float(v) > 1:

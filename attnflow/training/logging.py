@@ -13,8 +13,12 @@ def log_jsonl(path: Path, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-def plot_curves(metrics_path: Path, out_path: Path) -> Path | None:
-    """Train (smoothed) and test bits/dim against step, from ``metrics.jsonl``."""
+_LABELS = {"bpd": "bits/dim", "l1": "L1 loss", "psnr": "PSNR (dB)"}
+
+
+def plot_curves(metrics_path: Path, out_path: Path, *, train_key: str = "bpd", test_key: str = "bpd") -> Path | None:
+    """The training loss and the test metric against step, from ``metrics.jsonl`` (bits/dim for
+    flows; the rrdb network's L1 loss and test PSNR go on two axes)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -23,34 +27,41 @@ def plot_curves(metrics_path: Path, out_path: Path) -> Path | None:
     train, test = [], []
     for line in Path(metrics_path).read_text().splitlines():
         r = json.loads(line)
-        if r.get("split") == "train":
-            train.append((r["step"], r["bpd"]))
-        elif r.get("split") == "test":
-            test.append((r["step"], r["bpd"]))
+        if r.get("split") == "train" and train_key in r:
+            train.append((r["step"], r[train_key]))
+        elif r.get("split") == "test" and test_key in r:
+            test.append((r["step"], r[test_key]))
     if not train and not test:
         return None
     fig, ax = plt.subplots(figsize=(6, 4))
+    other = ax.twinx() if test_key != train_key else ax
     if train:
         ax.plot(*zip(*train), label="train", alpha=0.8)
     if test:
-        ax.plot(*zip(*test), "o-", label="test")
+        other.plot(*zip(*test), "o-", color="C1", label="test")
     ax.set_xlabel("step")
-    ax.set_ylabel("bits/dim")
+    ax.set_ylabel(_LABELS.get(train_key, train_key) + ("" if other is ax else " (train)"))
+    if other is not ax:
+        other.set_ylabel(_LABELS.get(test_key, test_key) + " (test)")
     ax.grid(alpha=0.3)
-    ax.legend()
+    handles = ax.get_legend_handles_labels()
+    if other is not ax:
+        extra = other.get_legend_handles_labels()
+        handles = (handles[0] + extra[0], handles[1] + extra[1])
+    ax.legend(*handles)
     fig.tight_layout()
     fig.savefig(out_path, dpi=100)
     plt.close(fig)
     return out_path
 
 
-def read_curve(metrics_path: str | Path, split: str = "test") -> list[tuple[int, float]]:
-    """``(step, bpd)`` pairs of one split from a ``metrics.jsonl``."""
+def read_curve(metrics_path: str | Path, split: str = "test", key: str = "bpd") -> list[tuple[int, float]]:
+    """``(step, value)`` pairs of one split's ``key`` (bits/dim by default) from a ``metrics.jsonl``."""
     points = []
     for line in Path(metrics_path).read_text().splitlines():
         r = json.loads(line)
-        if r.get("split") == split:
-            points.append((int(r["step"]), float(r["bpd"])))
+        if r.get("split") == split and key in r:
+            points.append((int(r["step"]), float(r[key])))
     return points
 
 

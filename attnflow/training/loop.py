@@ -1,13 +1,26 @@
 """Training loop: likelihood training with warm-up, clipping, a non-finite guard, evaluation,
 samples, TensorBoard + ``metrics.jsonl``, atomic checkpoints, exact ``resume``, and DDP.
 
+The loop only uses the model's training interface (:class:`~attnflow.models.TrainableModel`):
+``loss = net(batch)`` is its objective (``loss_name``: bits/dim for flows, L1 for the ``rrdb``
+network), the test split is evaluated with ``evaluation_metric`` (``metric_name``: bits/dim, lower
+is better; PSNR, higher is better), and best.pt keeps the best value of that metric.
+
+Pretrained weights and the conditioner schedule: a fresh run first calls ``model.load_pretrained()``
+(e.g. SRFlow's ``model.cond.pretrained``: a pretrained RRDB encoder), then the data-dependent
+initialisation. ``train.freeze_conditioner_until: f`` (a fraction of ``train.steps``, 0 = never)
+freezes ``model.conditioner_parameters()`` for the first ``int(f * steps)`` steps, as SRFlow's
+``train_RRDB: false`` / ``train_RRDB_delay: 0.5``: they get no gradient and no optimiser update
+(Adam's state for them starts when they start training); the schedule depends on the step only,
+so ``--resume`` stays exact.
+
 Output folder::
 
     OUT/.lock                  held while a run writes the folder (pid, host); see rundir.py
     OUT/config.yaml            the resolved config
     OUT/metrics.jsonl          one JSON line per log/eval event
     OUT/tb/                    TensorBoard scalars
-    OUT/checkpoints/last.pt    latest (atomic); best.pt: lowest test bits/dim
+    OUT/checkpoints/last.pt    latest (atomic); best.pt: best test metric (lowest bits/dim, highest PSNR)
     OUT/samples/step_XXXXXXX_tT.png   sample grids at each evaluation
     OUT/curves.png             train / test bits/dim against step
 """
@@ -32,9 +45,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from ..config import ConfigError
 from ..data import dataset_from_config
-from ..evaluation.likelihood import evaluate_bpd
+from ..evaluation.likelihood import evaluate_metric
 from ..images import save_grid
-from ..models import FlowModel, build_model, complete_config
+from ..models import TrainableModel, build_model, complete_config
 from .checkpoint import load_checkpoint, load_weights, rng_state, save_checkpoint, set_rng_state
 from .checks import check_config, check_device
 from .logging import log_attention, log_jsonl, plot_curves
@@ -266,7 +279,10 @@ def _train(config: dict, out: Path, *, device, resume: bool, progress: bool, sto
     test_loader = DataLoader(test_set, batch_size=int(t["eval_batch_size"]), shuffle=False,
                              generator=torch.Generator())
 
-    model: FlowModel = build_model(config).to(dev)
+    model: TrainableModel = build_model(config).to(dev)
+    metric, higher = model.metric_name, bool(model.metric_higher_is_better)
+    loss_name = model.loss_name
+    pretrained: list[str] = []
     # The data-side stream (dequantisation noise, random flips) restarts here from its own seed:
     # building a model draws its initialisation from the global RNG, so without this the noise of
     # seed s would depend on the architecture; with it, every model trained with seed s sees the
@@ -275,6 +291,7 @@ def _train(config: dict, out: Path, *, device, resume: bool, progress: bool, sto
     if state:
         load_weights(model, state["model"], last_path)
     else:
+        pretrained = model.load_pretrained()  # e.g. a pretrained SRFlow encoder; before the init
         first = next(iter(DataLoader(train_set, generator=torch.Generator(), batch_sampler=ResumableBatches(
             len(train_set), int(t["batch_size"]), 1, seed=int(t["seed"]), rank=rank, world=world))))
         model.initialize(first)  # data-dependent init, before any DDP wrap
@@ -289,17 +306,18 @@ def _train(config: dict, out: Path, *, device, resume: bool, progress: bool, sto
         net = torch.compile(net)
     optimizer = make_optimizer(model, t)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(t))
-    best = math.inf
+    frozen = ConditionerSchedule(model, t, total, ddp=world > 1)
+    best = math.inf  # of the score: the metric, negated when higher is better
     bad_in_a_row = 0
     if state:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
-        best = float(state.get("best_test_bpd", math.inf))
+        best = _score(state.get(f"best_test_{metric}"), higher)
         bad_in_a_row = int(state.get("bad_steps", 0))
         if best_path.is_file():  # a save killed between best.pt and last.pt: best.pt knows better
             try:
-                best = min(best, float(load_checkpoint(best_path).get("best_test_bpd", math.inf)))
+                best = min(best, _score(load_checkpoint(best_path).get(f"best_test_{metric}"), higher))
             except Exception:  # noqa: BLE001 - an unreadable best.pt is replaced by the next best
                 pass
 
@@ -333,9 +351,10 @@ def _train(config: dict, out: Path, *, device, resume: bool, progress: bool, sto
             return True
         if not good_state():
             return False
-        new_best = evaluated is not None and math.isfinite(evaluated) and evaluated < best
+        score = _score(evaluated, higher)
+        new_best = evaluated is not None and math.isfinite(score) and score < best
         if new_best:
-            best = evaluated
+            best = score
         payload = {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
@@ -343,8 +362,8 @@ def _train(config: dict, out: Path, *, device, resume: bool, progress: bool, sto
             "step": step,
             "rng": rng if rng is not None else rng_state(),
             "config": config,
-            "best_test_bpd": best,
-            "last_test_bpd": last_test,
+            f"best_test_{metric}": _unscore(best, higher),
+            f"last_test_{metric}": last_test,
             "bad_steps": bad_in_a_row,
             "attnflow_version": _version(),
         }
@@ -359,23 +378,25 @@ def _train(config: dict, out: Path, *, device, resume: bool, progress: bool, sto
         # evaluation leaves the training RNG untouched: a run is the same whenever it evaluates
         with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
             torch.manual_seed(int(t["seed"]) + 54321)
-            test_bpd = evaluate_bpd(model, test_loader, t.get("eval_max_batches"))
+            test_value = evaluate_metric(model, test_loader, t.get("eval_max_batches"))
             torch.manual_seed(int(t["seed"]) + 12345)
             model.eval()
             cond = _sample_conditions(model, test_set, int(t["n_samples"]))
-            for temp in t["sample_temperatures"]:
+            # a deterministic model (the rrdb network) gives the same grid at every temperature
+            temps = t["sample_temperatures"] if model.stochastic else t["sample_temperatures"][:1]
+            for temp in temps:
                 n = int(t["n_samples"]) if cond is None else cond.shape[0]
                 imgs = model.visualize(cond, model.sample(n, cond, temperature=float(temp)))
                 save_grid(imgs, out / "samples" / f"step_{step:07d}_t{float(temp):.2f}.png")
             if writer:
                 log_attention(writer, model, test_set, step)
             model.train()
-        log_jsonl(metrics_path, {"step": step, "split": "test", "bpd": test_bpd, "time": time.time()})
+        log_jsonl(metrics_path, {"step": step, "split": "test", metric: test_value, "time": time.time()})
         if writer:
-            writer.add_scalar("bpd/test", test_bpd, step)
-        plot_curves(metrics_path, out / "curves.png")
-        last_test = test_bpd
-        return test_bpd
+            writer.add_scalar(f"{metric}/test", test_value, step)
+        plot_curves(metrics_path, out / "curves.png", train_key=loss_name, test_key=metric)
+        last_test = test_value
+        return test_value
 
     bar = None
     if is_main and progress:
@@ -387,7 +408,7 @@ def _train(config: dict, out: Path, *, device, resume: bool, progress: bool, sto
     last_saved = start
     pending = False  # a checkpoint was due but the state was not good: save at the next good step
     running = None
-    test_bpd = last_test = state.get("last_test_bpd") if state else None
+    test_value = last_test = state.get(f"last_test_{metric}") if state else None
     started = time.time()
     phase = "load"
     boundary_rng = rng_state()
@@ -401,9 +422,11 @@ def _train(config: dict, out: Path, *, device, resume: bool, progress: bool, sto
             except StopIteration:  # pragma: no cover - the sampler yields exactly total - start
                 break
             phase = "forward"  # the model, optimiser and schedule are as at the step boundary
-            bpd = net(batch)  # the model's objective: mean bits/dim of what training maximises
+            frozen.apply(step)  # the conditioner's parameters train from step int(f * steps) on
+            bpd = net(batch)  # the model's objective (loss_name): e.g. mean bits/dim of a flow
             optimizer.zero_grad(set_to_none=True)
             bpd.backward()
+            frozen.drop_grads(step)
             clip = float(t["grad_clip"] or 0) or math.inf
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
             finite = bool(torch.isfinite(bpd) & torch.isfinite(grad_norm))
@@ -435,12 +458,12 @@ def _train(config: dict, out: Path, *, device, resume: bool, progress: bool, sto
                 if bar:
                     bar.update(1)
                     if running is not None:
-                        bar.set_postfix(bpd=f"{running:.3f}", skipped=bad_in_a_row)
+                        bar.set_postfix({loss_name: f"{running:.3f}", "skipped": bad_in_a_row})
                 if step % int(t["log_every"]) == 0 and finite:
                     lr = scheduler.get_last_lr()[0]
-                    log_jsonl(metrics_path, {"step": step, "split": "train", "bpd": value,
+                    log_jsonl(metrics_path, {"step": step, "split": "train", loss_name: value,
                                               "lr": lr, "grad_norm": float(grad_norm), "time": time.time()})
-                    writer.add_scalar("bpd/train", value, step)
+                    writer.add_scalar(f"{loss_name}/train", value, step)
                     writer.add_scalar("lr", lr, step)
             final = step == total
             do_eval = step % int(t["eval_every"]) == 0 or final
@@ -452,9 +475,9 @@ def _train(config: dict, out: Path, *, device, resume: bool, progress: bool, sto
                         if not pending:
                             last_saved = step
                     if do_eval:
-                        test_bpd = evaluate_and_sample(step)
+                        test_value = evaluate_and_sample(step)
                     if do_ckpt or do_eval:
-                        if checkpoint(step, evaluated=test_bpd if do_eval else None):
+                        if checkpoint(step, evaluated=test_value if do_eval else None):
                             last_saved, pending = step, False
                         else:
                             pending = True
@@ -487,8 +510,8 @@ def _train(config: dict, out: Path, *, device, resume: bool, progress: bool, sto
                       stacklevel=3)
     summary = {
         "steps": step,
-        "test_bpd": test_bpd,
-        "best_test_bpd": best,
+        f"test_{metric}": test_value,
+        f"best_test_{metric}": _unscore(best, higher),
         "seconds": time.time() - started,
         "out_dir": str(out),
         "checkpoint": str(last_path),
@@ -497,12 +520,69 @@ def _train(config: dict, out: Path, *, device, resume: bool, progress: bool, sto
         "samples": str(out / "samples"),
         "curves": str(out / "curves.png"),
     }
+    if pretrained:
+        summary["pretrained"] = pretrained
+    if frozen.until:
+        summary["conditioner_frozen_steps"] = frozen.until
     if world > 1 and dist.is_initialized():
         dist.barrier()
     return summary
 
 
-def _sample_conditions(model: FlowModel, dataset: Dataset, n: int) -> Tensor | None:
+def _score(value, higher: bool) -> float:
+    """The metric as a score to minimise (``inf`` for none or a non-finite value)."""
+    v = math.inf if value is None else float(value)
+    if not math.isfinite(v):
+        return math.inf
+    return -v if higher else v
+
+
+def _unscore(score: float, higher: bool) -> float:
+    return -score if higher and math.isfinite(score) else score
+
+
+class ConditionerSchedule:
+    """``train.freeze_conditioner_until``: the model's conditioner parameters are frozen for the
+    first ``until = int(f * total)`` steps (0-based steps ``< until``), then train.
+
+    Frozen parameters get no gradient (``requires_grad`` off: the encoder's backward is skipped;
+    under DDP, whose reducer fixes the trainable set, their gradients are dropped after the
+    backward instead), so the optimiser leaves them and their state untouched. The state is a
+    function of the step alone, which keeps ``--resume`` exact.
+    """
+
+    def __init__(self, model: TrainableModel, t: dict, total: int, *, ddp: bool = False) -> None:
+        fraction = float(t.get("freeze_conditioner_until") or 0)
+        self.params = model.conditioner_parameters() if fraction > 0 else []
+        if fraction > 0 and not self.params:
+            raise ConfigError(
+                f"train.freeze_conditioner_until={fraction:g}: the model ({type(model).__name__}) has "
+                f"no conditioner to freeze; use 0"
+            )
+        self.until = int(fraction * total)
+        self.ddp = ddp
+        self.state: bool | None = None
+
+    def frozen(self, step: int) -> bool:
+        return step < self.until
+
+    def apply(self, step: int) -> None:
+        """Before the forward of 0-based step ``step``."""
+        frozen = self.frozen(step)
+        if not self.params or self.ddp or frozen == self.state:
+            return
+        for p in self.params:
+            p.requires_grad_(not frozen)
+        self.state = frozen
+
+    def drop_grads(self, step: int) -> None:
+        """After the backward (DDP only: the gradients of frozen parameters are dropped)."""
+        if self.ddp and self.params and self.frozen(step):
+            for p in self.params:
+                p.grad = None
+
+
+def _sample_conditions(model: TrainableModel, dataset: Dataset, n: int) -> Tensor | None:
     """For conditional models, the conditions of the first ``n`` (at most 16) test items."""
     if not model.conditional:
         return None

@@ -220,7 +220,7 @@ def test_last_pt_stores_the_updated_best(tmp_path, monkeypatch):
     import attnflow.training.loop as loop
 
     values = iter([3.0, 2.0, 2.5, 2.2])
-    monkeypatch.setattr(loop, "evaluate_bpd", lambda *a, **k: next(values))
+    monkeypatch.setattr(loop, "evaluate_metric", lambda *a, **k: next(values))
     extra = ("train.eval_every=1", "train.checkpoint_every=1")
     train(tiny(2, *extra), tmp_path, progress=False)
     last = load_checkpoint(tmp_path / "checkpoints/last.pt")
@@ -238,7 +238,7 @@ def test_final_checkpoint_is_saved_before_the_final_evaluation(tmp_path, monkeyp
     def broken(*a, **k):
         raise RuntimeError("evaluation crashed")
 
-    monkeypatch.setattr(loop, "evaluate_bpd", broken)
+    monkeypatch.setattr(loop, "evaluate_metric", broken)
     with pytest.raises(RuntimeError, match="evaluation crashed"):
         train(tiny(3, "train.eval_every=100", "train.checkpoint_every=100"), tmp_path, progress=False)
     assert load_checkpoint(tmp_path / "checkpoints/last.pt")["step"] == 3
