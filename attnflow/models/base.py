@@ -188,6 +188,15 @@ class TrainableModel(nn.Module, ABC):
         """Load the pretrained weights the config names (default: none); returns the sources."""
         return []
 
+    def set_invertible_backprop(self, enabled: bool = True) -> TrainableModel:
+        """Memory-saving backprop through inverses: only flows have inverses to recompute from."""
+        if enabled:
+            raise ValueError(
+                f"train.invertible_backprop: {type(self).__name__} is not a flow (it has no inverse "
+                f"to recompute its activations from); set it to false"
+            )
+        return self
+
     # --- helpers for training pictures and benchmarks ----------------------------------------
     def example_batch(self, batch: int, device: torch.device | str = "cpu") -> Any:
         """A random batch of the training shape, as the DataLoader would yield it (benchmarks)."""
