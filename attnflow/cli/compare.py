@@ -49,7 +49,7 @@ def add_parser(sub) -> None:
         help="train variants (attention kind, mask, position, ...) over paired seeds and compare them",
         description="Train every variant with --seeds paired seeds (seed i: the same data order and "
         "dequantisation noise for every variant) and write OUT/comparison.md, .json and .png: "
-        "parameters, test bits/dim (mean, sd), the paired difference to the baseline with a 95%% "
+        "parameters, test bits/dim (mean, sd), the paired difference to the baseline with a 95% "
         "t confidence interval, and the step-time ratio. Variants: the cross product of the axes "
         "given, or --variants. Rerun the same command to continue a stopped comparison.",
     )
