@@ -179,7 +179,7 @@ class _GatedAttention(nn.Module):
     ``benchmarks/dropout.py`` for what each costs).
     """
 
-    def __init__(self, channels: int, heads: int, dropout: float, dropout_on: str = "weights") -> None:
+    def __init__(self, channels: int, heads: int, dropout: float, dropout_on: str = "output") -> None:
         super().__init__()
         if channels % heads:
             raise ValueError(f"FlowPPNet: hidden width {channels} must be divisible by heads={heads}")
@@ -241,7 +241,7 @@ class FlowPPNet(nn.Module):
         heads: int = 4,
         dropout: float = 0.2,
         attention: bool = True,
-        attention_dropout: str = "weights",
+        attention_dropout: str = "output",
     ) -> None:
         super().__init__()
         self.conv_in = _wn_conv(in_channels, hidden, 3)

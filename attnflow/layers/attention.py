@@ -180,8 +180,9 @@ class ITrans(_MaskedLayer):
     lets the layer expand as well, keeping ``det W = s^N det(...) > 0`` for every parameter value;
     it starts at the value that makes the layer volume-preserving for uniform attention
     (``s^N ((c/(1+c))^(N-1)) = 1``). ``init_mixing`` sets the attention's starting weight
-    ``m = 1/(1+c)`` in ``W = s((1 - m) I + m mean_h A_h)`` (default ``theta = 0``, ``m = 0.371``; a small
-    ``m`` starts the layer near the identity). Output: masked entries unchanged, unmasked entries ``W @ v`` with
+    ``m = 1/(1+c)`` in ``W = s((1 - m) I + m mean_h A_h)``: 0.1 by default, near the identity
+    (``None``: ``theta = 0``, ``m = 0.371``, which starts a deep stack of iTrans layers far from
+    volume-preserving). Output: masked entries unchanged, unmasked entries ``W @ v`` with
     ``v`` the stacked unmasked entries of every patch. Inverse: ``torch.linalg.solve(W, y2)``.
     Log-det: ``(unmasked entries per patch) * log det W``.
     """
@@ -196,7 +197,7 @@ class ITrans(_MaskedLayer):
         parity: int = 0,
         key_channels: int | None = None,
         scale: bool = True,
-        init_mixing: float | None = None,
+        init_mixing: float | None = 0.1,
         seed: int = 0,
     ) -> None:
         super().__init__(channels, mask, parity, seed)

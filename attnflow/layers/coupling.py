@@ -273,7 +273,7 @@ class MixtureLogisticCoupling(_Coupling):
         blocks: int = 10,
         heads: int = 4,
         dropout: float = 0.2,
-        attention_dropout: str = "weights",
+        attention_dropout: str = "output",
         cond_channels: int = 0,
         min_log_scale: float = -7.0,
         net: nn.Module | None = None,

@@ -18,7 +18,7 @@ def mixture_coupling(
     blocks: int = 10,
     heads: int = 4,
     dropout: float = 0.2,
-    attention_dropout: str = "weights",
+    attention_dropout: str = "output",
 ) -> CouplingFactory:
     """mARFlow's coupling stage: a Flow++ mixture-logistic coupling, then swap the two halves.
 

@@ -31,6 +31,10 @@ def _itrans_scale(value: str) -> bool:
     return value == "learned"
 
 
+def _optional_float(value) -> float | None:
+    return None if value is None else float(value)
+
+
 def attention_from_config(m: dict) -> AttentionConfig:
     """The :class:`AttentionConfig` of a ``model`` section (attention, position, mask, heads, ...)."""
     try:
@@ -42,7 +46,7 @@ def attention_from_config(m: dict) -> AttentionConfig:
             patches=m["patches"],
             imap_attention=m["imap_attention"],
             itrans_scale=_itrans_scale(m.get("itrans_scale", "learned")),
-            itrans_init_mixing=None if m.get("itrans_init_mixing") is None else float(m["itrans_init_mixing"]),
+            itrans_init_mixing=_optional_float(m.get("itrans_init_mixing", 0.1)),
         )
     except ValueError as err:
         raise ConfigError(f"model: {err}") from None

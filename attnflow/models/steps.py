@@ -30,7 +30,7 @@ class AttentionConfig:
     patches: int | Sequence[int] = 4
     imap_attention: str = "spatial"
     itrans_scale: bool = True
-    itrans_init_mixing: float | None = None
+    itrans_init_mixing: float | None = 0.1
     _count: int = field(default=0, repr=False)
 
     def __post_init__(self) -> None:
