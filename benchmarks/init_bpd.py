@@ -20,8 +20,11 @@ from attnflow.models import build_model, complete_config
 VARIANTS = {
     "none": ["model.attention=none"],
     "imap": ["model.attention=imap"],
-    "itrans (learned scale)": ["model.attention=itrans", "model.itrans_scale=learned"],
-    "itrans (no scale)": ["model.attention=itrans", "model.itrans_scale=none"],
+    "itrans, default (learned scale, m = 0.1)": ["model.attention=itrans"],
+    "itrans, no scale, m = 0.1": ["model.attention=itrans", "model.itrans_scale=none"],
+    "itrans, learned scale, m = 0.371 (theta = 0)": ["model.attention=itrans", "model.itrans_init_mixing=null"],
+    "itrans, no scale, m = 0.371 (attnflow before 0.2)": [
+        "model.attention=itrans", "model.itrans_scale=none", "model.itrans_init_mixing=null"],
 }
 
 
