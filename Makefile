@@ -18,11 +18,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check attnflow tests benchmarks
+	$(VENV)/bin/ruff check attnflow tests benchmarks docs
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check attnflow tests benchmarks
+	$(VENV)/bin/ruff check attnflow tests benchmarks docs
 
 demo: $(STAMP)
 	$(VENV)/bin/attnflow demo
