@@ -83,3 +83,21 @@ def run_cli(*args: str, check: bool = True, cwd=None, env_extra: dict | None = N
             f"stderr:\n{proc.stderr[-3000:]}"
         )
     return proc
+
+
+def nan_on(monkeypatch, steps: set[int] | None) -> None:
+    """Make the model's training forward return NaN at the given (1-based) calls (all if None)."""
+    from attnflow.models.multiscale import MultiScaleFlow
+
+    original = MultiScaleFlow.forward
+    counter = {"n": 0}
+
+    def forward(self, batch):
+        out = original(self, batch)
+        if self.training and torch.is_grad_enabled():
+            counter["n"] += 1
+            if steps is None or counter["n"] in steps:
+                return out * float("nan")
+        return out
+
+    monkeypatch.setattr(MultiScaleFlow, "forward", forward)

@@ -41,27 +41,18 @@ def evaluate_bpd(model: nn.Module, loader: Iterable, max_batches: int | None = N
     ``model`` is any model of the :class:`attnflow.models.FlowModel` contract (uniform
     dequantisation noise from the global RNG: seed it for a reproducible figure).
     """
-    was = model.training
-    model.eval()
-    total, count = 0.0, 0
-    try:
-        for i, batch in enumerate(loader):
-            if max_batches is not None and i >= max_batches:
-                break
-            bpd = model.bits_per_dim(batch)
-            total += float(bpd.sum())
-            count += bpd.numel()
-    finally:
-        model.train(was)
-    if count == 0:
-        raise ValueError("evaluation set is empty")
-    return total / count
+    return _mean_per_image(model, loader, model.bits_per_dim, max_batches)
 
 
 @torch.no_grad()
 def evaluate_metric(model: nn.Module, loader: Iterable, max_batches: int | None = None) -> float:
     """Mean of ``model.evaluation_metric(batch)`` (per image) over a loader, in eval mode: test
     bits/dim for a flow (the same as :func:`evaluate_bpd`), PSNR for the rrdb SR network."""
+    return _mean_per_image(model, loader, model.evaluation_metric, max_batches)
+
+
+def _mean_per_image(model: nn.Module, loader: Iterable, per_image, max_batches: int | None) -> float:
+    """The mean of ``per_image(batch)`` (a ``[B]`` tensor) over the images of ``loader``."""
     was = model.training
     model.eval()
     total, count = 0.0, 0
@@ -69,7 +60,7 @@ def evaluate_metric(model: nn.Module, loader: Iterable, max_batches: int | None 
         for i, batch in enumerate(loader):
             if max_batches is not None and i >= max_batches:
                 break
-            value = model.evaluation_metric(batch)
+            value = per_image(batch)
             total += float(value.sum())
             count += value.numel()
     finally:

@@ -8,6 +8,7 @@ import pickle
 
 import pytest
 import torch
+from conftest import nan_on
 
 from attnflow.config import apply_overrides, load_preset
 from attnflow.models import complete_config
@@ -86,22 +87,7 @@ def test_ctrl_c_keeps_a_good_checkpoint_and_resume_matches(tmp_path, monkeypatch
         assert _same(a[k], b[k]), k
 
 
-def _nan_on(monkeypatch, steps: set[int] | None):
-    """Make the model's forward return NaN at the given (1-based) training calls (all if None)."""
-    from attnflow.models.multiscale import MultiScaleFlow
-
-    original = MultiScaleFlow.forward
-    counter = {"n": 0}
-
-    def forward(self, batch):
-        out = original(self, batch)
-        if self.training and torch.is_grad_enabled():
-            counter["n"] += 1
-            if steps is None or counter["n"] in steps:
-                return out * float("nan")
-        return out
-
-    monkeypatch.setattr(MultiScaleFlow, "forward", forward)
+_nan_on = nan_on
 
 
 def test_non_finite_steps_are_skipped(tmp_path, monkeypatch):

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import nan_on
 
 from attnflow.config import ConfigError, apply_overrides, load_preset
 from attnflow.training import RunDirError, TrainingError, TrainingInterrupted, train
@@ -373,21 +374,7 @@ def test_second_ctrl_c_stops_at_once_keeping_the_last_checkpoint(tmp_path, monke
 # ------------------------------------------------------------------------------------------------
 
 
-def _nan_on(monkeypatch, steps):
-    from attnflow.models.multiscale import MultiScaleFlow
-
-    original = MultiScaleFlow.forward
-    counter = {"n": 0}
-
-    def forward(self, batch):
-        out = original(self, batch)
-        if self.training and torch.is_grad_enabled():
-            counter["n"] += 1
-            if steps is None or counter["n"] in steps:
-                return out * float("nan")
-        return out
-
-    monkeypatch.setattr(MultiScaleFlow, "forward", forward)
+_nan_on = nan_on
 
 
 def test_no_checkpoint_after_a_skipped_step(tmp_path, monkeypatch):
