@@ -42,6 +42,7 @@ __all__ = [
     "SR_DATASETS",
     "evaluate_sr",
     "bicubic_upscale",
+    "evaluate_bicubic",
     "format_sr_table",
     "lpips_unavailable_reason",
 ]
@@ -191,6 +192,25 @@ def bicubic_upscale(lr: Tensor, scale: int) -> Tensor:
     """The LR batch upscaled ``scale`` times by MATLAB-compatible bicubic interpolation, as uint8."""
     up = imresize(lr.to(torch.float64), scale=scale)
     return up.add(0.5).floor_().clamp_(0, 255).to(torch.uint8)
+
+
+@torch.no_grad()
+def evaluate_bicubic(
+    dataset: Dataset, scale: int, *, batch_size: int = 16, max_batches: int | None = None, lpips=None
+) -> dict[str, float]:
+    """The SR metrics of :func:`bicubic_upscale` on a dataset of ``(HR, LR)`` pairs (the baseline
+    row of :func:`evaluate_sr`, without a model)."""
+    _check_pairs(dataset)
+    keys = [k for k in SR_METRICS if k != "lpips" or lpips is not None]
+    sums, count = {k: 0.0 for k in keys}, 0
+    for i, (hr, lr) in enumerate(DataLoader(dataset, batch_size=batch_size, shuffle=False)):
+        if max_batches is not None and i >= max_batches:
+            break
+        _add_metrics(sums, bicubic_upscale(lr, scale), hr, lr, scale, lpips)
+        count += hr.shape[0]
+    if count == 0:
+        raise ValueError("evaluate_bicubic: the dataset (or max_batches) gave no images")
+    return {k: v / count for k, v in sums.items()}
 
 
 def _add_metrics(sums: dict, sr: Tensor, hr: Tensor, lr: Tensor, scale: int, lpips) -> None:

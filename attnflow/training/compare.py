@@ -191,24 +191,15 @@ _COLUMNS = {"super_resolution": SR_COLUMNS}
 
 def bicubic_metrics(config: dict) -> dict:
     """PSNR, SSIM and LR-PSNR of bicubic upscaling (MATLAB ``imresize``) on the test split."""
-    from torch.utils.data import DataLoader
-
     from ..data import dataset_from_config
-    from ..evaluation import imresize, lr_psnr, psnr, ssim
+    from ..evaluation.super_resolution import evaluate_bicubic
 
-    t, scale = config["train"], int(config["model"]["scale"])
+    t = config["train"]
     data = dataset_from_config(config["data"], config["data"].get("test_split", "test"),
                                config["model"].get("image_shape"))
-    sums, count = {k: 0.0 for k in SR_COLUMNS}, 0
-    for i, (hr, lr) in enumerate(DataLoader(data, batch_size=int(t["eval_batch_size"]), shuffle=False)):
-        if t.get("eval_max_batches") is not None and i >= int(t["eval_max_batches"]):
-            break
-        up = imresize(lr.double(), scale=scale).round().clamp(0, 255)
-        sums["psnr"] += float(psnr(up, hr).sum())
-        sums["ssim"] += float(ssim(up, hr).sum())
-        sums["lr_psnr"] += float(lr_psnr(lr, up, scale).sum())
-        count += hr.shape[0]
-    return {k: v / max(1, count) for k, v in sums.items()}
+    result = evaluate_bicubic(data, int(config["model"]["scale"]), batch_size=int(t["eval_batch_size"]),
+                              max_batches=t.get("eval_max_batches"))
+    return {k: result[k] for k in SR_COLUMNS}
 
 
 # ------------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import torch
 
 from attnflow.config import ConfigError, list_presets, load_preset
 from attnflow.core import initialize_data_dependent
-from attnflow.evaluation.super_resolution import bicubic_upscale
+from attnflow.evaluation.super_resolution import bicubic_upscale, evaluate_bicubic
 from attnflow.layers import InvConv1x1, ITrans
 from attnflow.models import build_model, dequantization_noise
 from attnflow.models.srflow import RRDBEncoder, SRFlow, conditional_step
@@ -363,6 +363,7 @@ def test_evaluate_sr_metrics():
     bicubic = bicubic_upscale(lr, 8)
     assert res2["bicubic"]["psnr"] == pytest.approx(float(psnr(bicubic, hr).mean()))
     assert res2["bicubic"]["lr_psnr"] == pytest.approx(float(lr_psnr(lr, bicubic, 8).mean()))
+    assert evaluate_bicubic(data, 8, batch_size=3, max_batches=1) == pytest.approx(res2["bicubic"])
     grid = res["examples"][0.5]
     torch.testing.assert_close(grid[:, :, :, 32:64], bicubic_upscale(torch.stack([data[i][1] for i in range(2)]), 8))
 
