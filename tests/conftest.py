@@ -101,3 +101,23 @@ def nan_on(monkeypatch, steps: set[int] | None) -> None:
         return out
 
     monkeypatch.setattr(MultiScaleFlow, "forward", forward)
+
+
+#: a tiny model of every family (model sections; tests build them with ``tiny_model_config``)
+TINY_MODELS = {
+    "marflow": dict(image_shape=[1, 8, 8], levels=2, steps=2, hidden=8, components=3, blocks=1,
+                    coupling_heads=2, dropout=0.0, prior_hidden=4, prior_layers=1, attention="imap"),
+    "glow": dict(image_shape=[3, 8, 8], levels=2, steps=2, hidden=8, prior="gaussian", attention="itrans",
+                 heads=2, patches=[4, 4]),
+    "srflow": dict(image_shape=[3, 16, 16], scale=4, levels=2, steps=2, hidden=8, attention="imap",
+                   cond={"features": 8, "blocks": 2, "growth": 4, "taps": [0, 1]}),
+    "fullglow": dict(image_shape=[3, 8, 8], levels=2, steps=2, hidden=8, attention="itrans", heads=2,
+                     patches=[4, 1], cond={"cond_hidden": 8, "cond_mlp": [4]}),
+}
+
+
+def tiny_model_config(backbone: str, **model) -> dict:
+    """A full config of the tiny ``backbone`` model, ``model`` keys overriding."""
+    from attnflow.config import DEFAULTS, merge
+
+    return merge(DEFAULTS, {"model": {"backbone": backbone, **TINY_MODELS[backbone], **model}})

@@ -4,27 +4,16 @@ import math
 
 import pytest
 import torch
+from conftest import TINY_MODELS, tiny_model_config
 
-from attnflow.config import DEFAULTS, merge
 from attnflow.evaluation import evaluate_bpd
 from attnflow.models import TASKS, FlowModel, build_model, dequantization_noise
 
-TINY = {
-    "marflow": dict(image_shape=[1, 8, 8], levels=2, steps=1, hidden=8, components=3, blocks=1,
-                    coupling_heads=2, dropout=0.0, prior_hidden=4, prior_layers=1, attention="imap"),
-    "glow": dict(image_shape=[3, 8, 8], levels=2, steps=1, hidden=8, prior="gaussian", attention="itrans",
-                 heads=2, patches=[4, 4]),
-    "srflow": dict(image_shape=[3, 16, 16], scale=4, levels=2, steps=1, hidden=8, attention="imap",
-                   cond={"features": 8, "blocks": 2, "growth": 4, "taps": [0, 1]}),
-    "fullglow": dict(image_shape=[3, 8, 8], levels=2, steps=1, hidden=8, attention="itrans", heads=2,
-                     patches=[4, 1], cond={"cond_hidden": 8, "cond_mlp": [4]}),
-}
 
-
-@pytest.fixture(params=sorted(TINY))
+@pytest.fixture(params=sorted(TINY_MODELS))
 def model(request) -> FlowModel:
     torch.manual_seed(0)
-    m = build_model(merge(DEFAULTS, {"model": {"backbone": request.param, **TINY[request.param]}})).double()
+    m = build_model(tiny_model_config(request.param)).double()
     m.initialize(m.example_batch(4))
     return m
 

@@ -7,6 +7,7 @@ training run ends at the same parameters.
 
 import pytest
 import torch
+from conftest import TINY_MODELS
 
 from attnflow.config import DEFAULTS, ConfigError, apply_overrides, load_preset, merge
 from attnflow.core import invertible_forward, zeros_logdet
@@ -16,17 +17,7 @@ from attnflow.testing import perturb_parameters
 from attnflow.training import loop, train
 from attnflow.training.checkpoint import load_checkpoint
 
-#: tiny models of every family (as in test_contract.py)
-TINY = {
-    "marflow": dict(image_shape=[1, 8, 8], levels=2, steps=2, hidden=8, components=3, blocks=1,
-                    coupling_heads=2, dropout=0.0, prior_hidden=4, prior_layers=1, attention="imap"),
-    "glow": dict(image_shape=[3, 8, 8], levels=2, steps=2, hidden=8, prior="gaussian", attention="itrans",
-                 heads=2, patches=[4, 4]),
-    "srflow": dict(image_shape=[3, 16, 16], scale=4, levels=2, steps=2, hidden=8, attention="imap",
-                   cond={"features": 8, "blocks": 2, "growth": 4, "taps": [0, 1]}),
-    "fullglow": dict(image_shape=[3, 8, 8], levels=2, steps=2, hidden=8, attention="itrans", heads=2,
-                     patches=[4, 1], cond={"cond_hidden": 8, "cond_mlp": [4]}),
-}
+TINY = TINY_MODELS
 CASES = {
     "marflow-dropout": ("marflow", dict(dropout=0.3)),
     "glow-imap": ("glow", dict(attention="imap")),
