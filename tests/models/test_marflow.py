@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import run_cli
 
 from attnflow.config import load_preset
 from attnflow.models import build_model
@@ -21,10 +22,8 @@ def test_paper_presets_count_like_the_reference(preset):
     assert abs(count - expected) / expected < 1e-3, (count, expected)
 
 
-def test_presets_params_prints_the_paper_counts(capsys):
-    from attnflow.cli import main
-
-    assert main(["presets", "--params"]) == 0
-    rows = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()[1:]}
+def test_presets_params_prints_the_paper_counts():
+    proc = run_cli("presets", "--params")  # as a user runs it
+    rows = {line.split()[0]: line.split()[1:] for line in proc.stdout.splitlines()[1:]}
     assert rows["mnist-3-2-48-none"][:2] == ["8,885,802", "8.9"]
     assert rows["mnist"][1] == "-"
