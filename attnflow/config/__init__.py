@@ -80,8 +80,13 @@ DEFAULTS: dict[str, Any] = {
         "weight_decay": 0.0,
         "warmup_steps": 200,
         "lr_milestones": [],  # fractions of training at which the lr halves (SRFlow)
-        # fraction of training during which the model's conditioner (SRFlow's RRDB encoder) is
-        # frozen; SRFlow's train_RRDB_delay (0.5 with a pretrained RRDB); 0: trains from the start
+        # the first N steps of the run train only the model's conditioner on a task of its own
+        # (SRFlow: its RRDB encoder + an SR head, L1 loss), then the model starts (its data-dependent
+        # init, a fresh optimiser, the warm-up and milestones over the remaining steps); 0: none
+        "pretrain_conditioner_steps": 0,
+        # fraction of the model's training (the steps after any conditioner pretraining) during
+        # which its conditioner (SRFlow's RRDB encoder) is frozen; SRFlow's train_RRDB_delay (0.5
+        # with a pretrained RRDB); 0: trains from the start
         "freeze_conditioner_until": 0.0,
         "grad_clip": 100.0,
         "max_bad_steps": 25,

@@ -55,6 +55,10 @@ class RRDBNet(TrainableModel):
             LR size works).
         features, blocks, growth: the RRDB's width, depth and dense-block growth.
         n_bins: value range of the images (256: uint8).
+        encoder: an existing :class:`RRDBEncoder` to train as this network's trunk (then
+            ``features``, ``blocks`` and ``growth`` are the encoder's), e.g. an SRFlow's encoder
+            during the in-run pretraining (:meth:`SRFlow.conditioner_pretraining_network`); the
+            upsampling convs it lacks are added to the SR head (``extra_upconvs``).
     """
 
     task = "super_resolution"
@@ -74,6 +78,7 @@ class RRDBNet(TrainableModel):
         blocks: int = 8,
         growth: int = 32,
         n_bins: int = 256,
+        encoder: RRDBEncoder | None = None,
     ) -> None:
         super().__init__()
         try:
@@ -87,9 +92,20 @@ class RRDBNet(TrainableModel):
         self.in_channels = c
         self.image_shape = (c, h, w)
         self.n_bins = int(n_bins)
-        # the encoder with log2(scale) upsampling convs, no taps: ESRGAN's trunk and upsampling
-        self.encoder = RRDBEncoder([log2_scale], in_channels=c, features=features, blocks=blocks,
-                                   growth=growth, taps=[], input_range=float(n_bins - 1))
+        if encoder is None:
+            # the encoder with log2(scale) upsampling convs, no taps: ESRGAN's trunk and upsampling
+            encoder = RRDBEncoder([log2_scale], in_channels=c, features=features, blocks=blocks,
+                                  growth=growth, taps=[], input_range=float(n_bins - 1))
+        elif len(encoder.upconvs) > log2_scale:
+            raise ValueError(f"RRDBNet: the given encoder has {len(encoder.upconvs)} upsampling convs, "
+                             f"more than log2(scale={scale}) = {log2_scale}")
+        self.encoder = encoder
+        features = encoder.features
+        # the upsampling convs the encoder lacks (an SRFlow encoder stops at the octaves its levels
+        # read): part of the SR head, as the reference's upconv3 at 8x
+        self.extra_upconvs = nn.ModuleList(
+            nn.Conv2d(features, features, 3, padding=1) for _ in range(log2_scale - len(encoder.upconvs))
+        )
         self.hr_conv = nn.Conv2d(features, features, 3, padding=1)
         self.conv_last = nn.Conv2d(features, c, 3, padding=1)
 
@@ -120,6 +136,8 @@ class RRDBNet(TrainableModel):
     def predict(self, lr: Tensor) -> Tensor:
         """The SR prediction on the 0..1 scale (unclamped), ``[B, C, h * scale, w * scale]``."""
         _, _, top = self.encoder.trunk_features(self.check_lr(lr))
+        for conv in self.extra_upconvs:
+            top = F.leaky_relu(conv(F.interpolate(top, scale_factor=2, mode="nearest")), 0.2)
         return self.conv_last(F.leaky_relu(self.hr_conv(top), 0.2))
 
     def _to_uint8(self, pred: Tensor) -> Tensor:

@@ -21,6 +21,7 @@ _TRAIN_INTS = {
     "n_samples": (1, False),
     "eval_max_batches": (1, True),
     "warmup_steps": (0, False),
+    "pretrain_conditioner_steps": (0, False),
     "max_bad_steps": (0, False),
     "num_workers": (0, False),
     "seed": (None, False),
@@ -84,6 +85,12 @@ def check_config(config: dict) -> dict:
         raise ConfigError(f"train.sample_temperatures must be a non-empty list of numbers >= 0, got {temps!r}")
     for v in temps:
         _number("train.sample_temperatures", v, 0)
+    pre = t.get("pretrain_conditioner_steps") or 0
+    if pre and pre >= t["steps"]:
+        raise ConfigError(
+            f"train.pretrain_conditioner_steps ({pre}) must be fewer than train.steps ({t['steps']}): "
+            f"the model trains in the steps after the conditioner's pretraining"
+        )
     f = t.get("freeze_conditioner_until", 0)
     _number("train.freeze_conditioner_until", f, 0, allow_none=True)
     if f is not None and float(f) > 1:

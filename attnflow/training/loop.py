@@ -52,6 +52,7 @@ from .checkpoint import load_checkpoint, load_weights, rng_state, save_checkpoin
 from .checks import check_config, check_device
 from .logging import log_attention, log_jsonl, plot_curves
 from .optim import lr_factor, make_optimizer
+from .pretraining import ConditionerPretraining
 from .rundir import (
     RunDirError,
     check_out_path,
@@ -288,13 +289,39 @@ def _train(config: dict, out: Path, *, device, resume: bool, progress: bool, sto
     # seed s would depend on the architecture; with it, every model trained with seed s sees the
     # same batches and the same noise (the paired design of `attnflow compare`).
     torch.manual_seed(data_noise_seed(int(t["seed"]), rank))
+    pre_steps = int(t.get("pretrain_conditioner_steps") or 0)
+    if pre_steps and world > 1:
+        raise ConfigError(
+            f"train.pretrain_conditioner_steps={pre_steps} runs in one process only; with several, "
+            f"pretrain the conditioner in a run of its own (e.g. the rrdb backbone) and load it "
+            f"(model.cond.pretrained)"
+        )
+
+    def first_batch():
+        return next(iter(DataLoader(train_set, generator=torch.Generator(), batch_sampler=ResumableBatches(
+            len(train_set), int(t["batch_size"]), 1, seed=int(t["seed"]), rank=rank, world=world))))
+
+    def start_model() -> None:
+        """The model's data-dependent init after the conditioner's pretraining (its own seed, so
+        the run's random streams do not depend on when it happens)."""
+        model.set_invertible_backprop(False)
+        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+            torch.manual_seed(data_noise_seed(int(t["seed"]), rank) + 1)
+            model.initialize(first_batch())
+        model.set_invertible_backprop(bool(t.get("invertible_backprop")))
+
     if state:
         load_weights(model, state["model"], last_path)
     else:
         pretrained = model.load_pretrained()  # e.g. a pretrained SRFlow encoder; before the init
-        first = next(iter(DataLoader(train_set, generator=torch.Generator(), batch_sampler=ResumableBatches(
-            len(train_set), int(t["batch_size"]), 1, seed=int(t["seed"]), rank=rank, world=world))))
-        model.initialize(first)  # data-dependent init, before any DDP wrap
+        if not pre_steps:  # else after the conditioner's pretraining (start_model)
+            model.initialize(first_batch())  # data-dependent init, before any DDP wrap
+    pre = ConditionerPretraining(model, t, dev) if pre_steps and start < pre_steps else None
+    if state and pre is not None:
+        try:
+            pre.load_state_dict(state.get("pretraining"), str(last_path))
+        except ValueError as err:
+            raise RunDirError(f"--resume: {err}") from None
     if t.get("invertible_backprop"):  # after the data-dependent init
         model.set_invertible_backprop(True)
     net: nn.Module = model
@@ -337,7 +364,7 @@ def _train(config: dict, out: Path, *, device, resume: bool, progress: bool, sto
 
     def good_state() -> bool:
         return bad_in_a_row == 0 and _all_finite(model.state_dict().values()) and _all_finite(
-            _optimizer_tensors(optimizer))
+            _optimizer_tensors(optimizer)) and (pre is None or _all_finite(_optimizer_tensors(pre.optimizer)))
 
     def last_good_text() -> str:
         if last_good[0] is None:
@@ -367,11 +394,23 @@ def _train(config: dict, out: Path, *, device, resume: bool, progress: bool, sto
             "bad_steps": bad_in_a_row,
             "attnflow_version": _version(),
         }
+        if pre is not None and pre.active(step):
+            payload["pretraining"] = pre.state_dict()
         if new_best:  # best.pt first: a kill between the two saves keeps the better model
             save_checkpoint(payload, best_path)
         save_checkpoint(payload, last_path)
         last_good[:] = [step, last_path]
         return True
+
+    def evaluate_pretraining(step: int) -> None:
+        """The pretraining network's metric on the test split (no samples; best.pt is the model's)."""
+        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+            torch.manual_seed(int(t["seed"]) + 54321)
+            value = evaluate_metric(pre.network, test_loader, t.get("eval_max_batches"))
+        pre.network.train()
+        log_jsonl(metrics_path, {"step": step, "split": "test", pre.metric_name: value, "time": time.time()})
+        if writer:
+            writer.add_scalar(f"{pre.metric_name}/test", value, step)
 
     def evaluate_and_sample(step: int) -> float:
         nonlocal last_test
@@ -422,13 +461,20 @@ def _train(config: dict, out: Path, *, device, resume: bool, progress: bool, sto
             except StopIteration:  # pragma: no cover - the sampler yields exactly total - start
                 break
             phase = "forward"  # the model, optimiser and schedule are as at the step boundary
-            frozen.apply(step)  # the conditioner's parameters train from step int(f * steps) on
-            bpd = net(batch)  # the model's objective (loss_name): e.g. mean bits/dim of a flow
-            optimizer.zero_grad(set_to_none=True)
+            pretraining = pre is not None and pre.active(step)
+            if pretraining:  # only the conditioner and the pretraining head train
+                bpd = pre.network(batch)
+                opt, params, key = pre.optimizer, pre.parameters(), pre.loss_name
+            else:
+                frozen.apply(step)  # the conditioner trains from step P + int(f * (steps - P)) on
+                bpd = net(batch)  # the model's objective (loss_name): e.g. mean bits/dim of a flow
+                opt, params, key = optimizer, model.parameters(), loss_name
+            opt.zero_grad(set_to_none=True)
             bpd.backward()
-            frozen.drop_grads(step)
+            if not pretraining:
+                frozen.drop_grads(step)
             clip = float(t["grad_clip"] or 0) or math.inf
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
             finite = bool(torch.isfinite(bpd) & torch.isfinite(grad_norm))
             if world > 1:  # every rank must agree to skip
                 flag = torch.tensor([float(finite)], device=dev)
@@ -436,12 +482,12 @@ def _train(config: dict, out: Path, *, device, resume: bool, progress: bool, sto
                 finite = bool(flag.item() > 0)
             phase = "update"  # from here to the end of the step the state is in between steps
             if finite:
-                optimizer.step()
+                opt.step()
                 bad_in_a_row = 0
                 value = float(bpd.detach())
                 running = value if running is None else 0.98 * running + 0.02 * value
             else:
-                optimizer.zero_grad(set_to_none=True)
+                opt.zero_grad(set_to_none=True)
                 bad_in_a_row += 1
                 if bad_in_a_row > int(t["max_bad_steps"]):
                     raise TrainingError(
@@ -452,18 +498,23 @@ def _train(config: dict, out: Path, *, device, resume: bool, progress: bool, sto
             with warnings.catch_warnings():  # a skipped step still advances the schedule
                 warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
                 scheduler.step()
+                if pretraining:
+                    pre.scheduler.step()
             step += 1
+            if pretraining and not pre.active(step):  # the pretraining is over: the model starts
+                start_model()
+                pre, running = None, None
             phase = "boundary"
             if is_main:
                 if bar:
                     bar.update(1)
                     if running is not None:
-                        bar.set_postfix({loss_name: f"{running:.3f}", "skipped": bad_in_a_row})
+                        bar.set_postfix({key: f"{running:.3f}", "skipped": bad_in_a_row})
                 if step % int(t["log_every"]) == 0 and finite:
-                    lr = scheduler.get_last_lr()[0]
-                    log_jsonl(metrics_path, {"step": step, "split": "train", loss_name: value,
+                    lr = opt.param_groups[0]["lr"]
+                    log_jsonl(metrics_path, {"step": step, "split": "train", key: value,
                                               "lr": lr, "grad_norm": float(grad_norm), "time": time.time()})
-                    writer.add_scalar(f"{loss_name}/train", value, step)
+                    writer.add_scalar(f"{key}/train", value, step)
                     writer.add_scalar("lr", lr, step)
             final = step == total
             do_eval = step % int(t["eval_every"]) == 0 or final
@@ -474,10 +525,14 @@ def _train(config: dict, out: Path, *, device, resume: bool, progress: bool, sto
                         pending = not checkpoint(step)
                         if not pending:
                             last_saved = step
-                    if do_eval:
+                    in_pretraining = pre is not None and pre.active(step)
+                    if do_eval and in_pretraining:
+                        evaluate_pretraining(step)
+                    elif do_eval:
                         test_value = evaluate_and_sample(step)
                     if do_ckpt or do_eval:
-                        if checkpoint(step, evaluated=test_value if do_eval else None):
+                        evaluated = test_value if do_eval and not in_pretraining else None
+                        if checkpoint(step, evaluated=evaluated):
                             last_saved, pending = step, False
                         else:
                             pending = True
@@ -522,8 +577,10 @@ def _train(config: dict, out: Path, *, device, resume: bool, progress: bool, sto
     }
     if pretrained:
         summary["pretrained"] = pretrained
-    if frozen.until:
-        summary["conditioner_frozen_steps"] = frozen.until
+    if pre_steps:
+        summary["conditioner_pretraining_steps"] = pre_steps
+    if frozen.until > frozen.first:
+        summary["conditioner_frozen_steps"] = frozen.until - frozen.first
     if world > 1 and dist.is_initialized():
         dist.barrier()
     return summary
@@ -543,7 +600,9 @@ def _unscore(score: float, higher: bool) -> float:
 
 class ConditionerSchedule:
     """``train.freeze_conditioner_until``: the model's conditioner parameters are frozen for the
-    first ``until = int(f * total)`` steps (0-based steps ``< until``), then train.
+    first ``int(f * (total - P))`` steps of the model's training, which starts after the
+    conditioner's pretraining (``P = train.pretrain_conditioner_steps``, 0 by default): 0-based
+    steps ``first = P <= step < until = P + int(f * (total - P))``; then they train.
 
     Frozen parameters get no gradient (``requires_grad`` off: the encoder's backward is skipped;
     under DDP, whose reducer fixes the trainable set, their gradients are dropped after the
@@ -559,12 +618,13 @@ class ConditionerSchedule:
                 f"train.freeze_conditioner_until={fraction:g}: the model ({type(model).__name__}) has "
                 f"no conditioner to freeze; use 0"
             )
-        self.until = int(fraction * total)
+        self.first = int(t.get("pretrain_conditioner_steps") or 0)
+        self.until = self.first + int(fraction * (total - self.first))
         self.ddp = ddp
         self.state: bool | None = None
 
     def frozen(self, step: int) -> bool:
-        return step < self.until
+        return self.first <= step < self.until
 
     def apply(self, step: int) -> None:
         """Before the forward of 0-based step ``step``."""
