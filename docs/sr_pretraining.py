@@ -96,6 +96,16 @@ def main() -> None:
             print(name, results[name][-1], file=sys.stderr, flush=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
 
+    def interval(values: list[float]) -> str:
+        """mean [95% t interval] over the seeds."""
+        from scipy import stats
+
+        m = statistics.mean(values)
+        if len(values) < 2:
+            return f"{m:+.3f}"
+        half = stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5
+        return f"{m:+.3f} [{m - half:+.3f}, {m + half:+.3f}]"
+
     def mean_sd(values: list[float]) -> str:
         sd = statistics.stdev(values) if len(values) > 1 else float("nan")
         return f"{statistics.mean(values):.2f} ± {sd:.2f}"
@@ -103,16 +113,18 @@ def main() -> None:
     print(f"| sr-demo, {len(args.seeds)} seeds | train s | test bits/dim | PSNR t=0.1 (dB) | SSIM | LR-PSNR (dB) |")
     print("|---|---|---|---|---|---|")
     for name, label in (("none", f"no pretraining, {args.flow_steps} flow steps"),
-                        ("pretrain", f"{args.pretrain_steps} L1 + {flow_after} flow steps")):
+                        ("pretrain", f"{args.pretrain_steps} L1 + {flow_after} flow steps"
+                                     + (f", encoder frozen for {args.freeze:g} of them" if args.freeze else ""))):
         r = results[name]
         print(f"| {label} | {mean_sd([x['seconds'] for x in r])} | {mean_sd([x['bpd'] for x in r])} | "
               f"{mean_sd([x['psnr'] for x in r])} | {mean_sd([x['ssim'] for x in r])} | "
               f"{mean_sd([x['lr_psnr'] for x in r])} |")
     bic = results["none"][0]
     print(f"| bicubic | | | {bic['bicubic_psnr']:.2f} | | |")
-    d = [b["psnr"] - a["psnr"] for a, b in zip(results["none"], results["pretrain"])]
-    dl = [b["lr_psnr"] - a["lr_psnr"] for a, b in zip(results["none"], results["pretrain"])]
-    print(f"\npaired difference (pretrain - none): PSNR {mean_sd(d)} dB, LR-PSNR {mean_sd(dl)} dB")
+    print()
+    for key, label in (("psnr", "PSNR (dB)"), ("lr_psnr", "LR-PSNR (dB)"), ("bpd", "test bits/dim")):
+        d = [b[key] - a[key] for a, b in zip(results["none"], results["pretrain"])]
+        print(f"paired difference (pretrain - none), {label}: {interval(d)}")
 
 
 if __name__ == "__main__":
