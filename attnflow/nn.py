@@ -36,6 +36,13 @@ def bounded_scale(raw: Tensor, eps: float = 1e-4) -> Tensor:
     return torch.sigmoid(raw + 2.0) + eps
 
 
+def interleaved_halves(h: Tensor) -> tuple[Tensor, Tensor]:
+    """``(h[:, 0::2], h[:, 1::2])``, the even and odd channels, as views whose backward writes one
+    gradient (``unbind``'s stack) instead of zero-filling a full-size one per slice."""
+    even, odd = h.unflatten(1, (-1, 2)).unbind(2)
+    return even, odd
+
+
 def soft_clamp(x: Tensor, bound: float) -> Tensor:
     """``bound * tanh(x / bound)``: identity near 0, smoothly bounded in ``(-bound, bound)``."""
     return bound * torch.tanh(x / bound)
