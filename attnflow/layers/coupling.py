@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..core import Flow, check_cond, check_input
-from ..nn import GlowNet, bounded_scale, interleaved_halves
+from ..nn import GlowNet, bounded_scale, interleaved_halves, run_network
 
 __all__ = [
     "AffineCoupling",
@@ -77,7 +77,7 @@ class AffineCoupling(_Coupling):
         self.net = net or GlowNet(self.id_channels + cond_channels, 2 * self.tr_channels, hidden)
 
     def _shift_scale(self, x_id: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor]:
-        h = self.net(_net_input(x_id, cond))
+        h = run_network(self.net, _net_input(x_id, cond))
         shift, raw_scale = interleaved_halves(h)
         return shift, bounded_scale(raw_scale, self.eps)
 
@@ -139,7 +139,7 @@ class AffineInjector(Flow):
     def _shift_scale(self, x: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor]:
         check_input(self, x, self.channels)
         cond = check_cond(self, cond, x, self.cond_channels)
-        h = self.net(cond)
+        h = run_network(self.net, cond)
         shift, raw_scale = interleaved_halves(h)
         return shift, bounded_scale(raw_scale, self.eps)
 
@@ -266,14 +266,19 @@ def _logit_residual(
     return torch.log(cdf) - torch.log(sf) - t, pdf / (cdf * sf)
 
 
-def _rtsafe(residual, x: Tensor, lo: Tensor, hi: Tensor, max_iter: int) -> Tensor:
+def _rtsafe(
+    residual, x: Tensor, lo: Tensor, hi: Tensor, max_iter: int, ulps: float = 4, noise: Tensor | None = None
+) -> Tensor:
     """Safeguarded Newton (``rtsafe``) from ``x`` inside the bracket ``[lo, hi]`` of an increasing
     function whose ``residual(x)`` is ``(value, slope)``: the Newton step when it stays inside the
     bracket and at least halves the step before it, bisection otherwise; the bracket shrinks by
-    the residual's sign. Stops when every entry's step is a few ulps, or after ``max_iter``."""
+    the residual's sign. An entry stops when its step is at most ``ulps`` ulps (relative to
+    ``1 + |x|``) or its residual is within ``noise`` (its rounding level, when the result is
+    polished afterwards); all stop after ``max_iter``."""
     step_old = hi - lo
     step = step_old.clone()
-    tol = 4 * torch.finfo(x.dtype).eps
+    tol = ulps * torch.finfo(x.dtype).eps
+    done = torch.zeros_like(x, dtype=torch.bool)
     for _ in range(max_iter):
         g, slope = residual(x)
         below = g < 0
@@ -287,8 +292,13 @@ def _rtsafe(residual, x: Tensor, lo: Tensor, hi: Tensor, max_iter: int) -> Tenso
         )
         half = 0.5 * (hi - lo)
         step_old, step = step, torch.where(use_newton, newton_step, x - (lo + half))
-        x = torch.where(use_newton, newton, lo + half)
-        if bool((step.abs() <= tol * (1 + x.abs())).all()):
+        # an entry stops once its step is small: with a noisy residual, the next step of a
+        # converged entry can fail the halving test and bisect back across a wide bracket
+        if noise is not None:  # at the root to rounding: x stays where it is
+            done |= g.abs() <= noise
+        x = torch.where(done, x, torch.where(use_newton, newton, lo + half))
+        done |= step.abs() <= tol * (1 + x.abs())
+        if bool(done.all()):
             break
     return x
 
@@ -306,8 +316,16 @@ def _solve_probability_space(
     lo = lo0 = roots.amin(dim=d)
     hi = hi0 = roots.amax(dim=d)
     x = torch.linalg.vecdot(pi, roots, dim=d).clamp(lo, hi)
-    x = _rtsafe(lambda x: _logit_residual(x, t, offset, inv_s, pi, pi_inv_s, d), x, lo, hi, max_iter)
-    if x.dtype in (torch.float16, torch.bfloat16, torch.float32):
+    low = x.dtype in (torch.float16, torch.bfloat16, torch.float32)
+    # A low-precision solve is polished in float64 below. Near the root its residual is rounding
+    # noise (log F and log(1 - F) of K-term sums: ~K ulps), where Newton steps stop shrinking and
+    # the safeguard bisects a wide bracket down to the tolerance (~15 more iterations for a few
+    # entries): it stops there instead, and the float64 Newton steps finish.
+    eps = torch.finfo(x.dtype).eps
+    noise = 2 * log_pi.shape[d] * eps * (1 + t.abs()) if low else None
+    x = _rtsafe(lambda x: _logit_residual(x, t, offset, inv_s, pi, pi_inv_s, d), x, lo, hi, max_iter,
+                ulps=64 if low else 4, noise=noise)
+    if low:
         # Polish in float64: near the root the float32 residual is rounding noise (its sign too,
         # so the shrunk bracket may miss the root); Newton steps in double, kept inside the
         # exact initial bracket, bring x to the float32 rounding of the exact solution.
@@ -393,7 +411,7 @@ class MixtureLogisticCoupling(_Coupling):
         self.rescale = nn.Parameter(torch.ones(1, self.tr_channels, 1, 1))
 
     def _params(self, x_id: Tensor, cond: Tensor | None) -> tuple[Tensor, ...]:
-        h = self.net(_net_input(x_id, cond))
+        h = run_network(self.net, _net_input(x_id, cond))
         b, _, height, width = h.shape
         k = self.components
         # [B, 2 + 3K, C, H, W] as the network lays it out; the mixture's components stay on axis 1
