@@ -248,3 +248,16 @@ def test_mixture_inverse_with_the_components_on_another_axis_and_its_gradient():
     with torch.no_grad():  # no gradient wanted: the same root without the differentiable step
         torch.testing.assert_close(mixture_logistic_inverse(*params[:1], log_pi, *params[1:]), root,
                                    rtol=1e-12, atol=1e-12)
+
+
+def test_lu_factors_follow_the_default_dtype():
+    from attnflow.layers import InvConv1x1
+
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        layer = InvConv1x1(4)
+    finally:
+        torch.set_default_dtype(before)
+    assert {t.dtype for t in (*layer.parameters(), *layer.buffers())} == {torch.float64}
+    assert {t.dtype for t in InvConv1x1(4).parameters()} == {before}
