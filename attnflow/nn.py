@@ -7,6 +7,9 @@ use these networks.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +27,38 @@ __all__ = [
     "soft_clamp",
     "concat_elu",
     "ATTENTION_DROPOUT",
+    "AUTOCAST_DTYPES",
+    "network_autocast",
+    "run_network",
+    "interleaved_halves",
 ]
+
+#: ``train.autocast`` values: the lower precision a conditioner network may run in
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+_network_dtype: ContextVar[torch.dtype | None] = ContextVar("attnflow_network_autocast", default=None)
+
+
+@contextmanager
+def network_autocast(dtype: torch.dtype | None) -> Iterator[None]:
+    """Within the block, :func:`run_network` runs the conditioner networks (coupling, injector and
+    encoder networks) under ``torch.autocast(dtype)``; everything else (log-dets, the mixture CDF,
+    the priors, the invertible maps themselves) stays in the input's precision. ``None``: off."""
+    token = _network_dtype.set(dtype)
+    try:
+        yield
+    finally:
+        _network_dtype.reset(token)
+
+
+def run_network(net: nn.Module, x: Tensor):
+    """``net(x)``, under autocast inside :func:`network_autocast`, returned in ``x``'s dtype (a
+    tensor, or a list of tensors as an encoder's per-level maps)."""
+    dtype = _network_dtype.get()
+    if dtype is None or not x.is_floating_point():
+        return net(x)
+    with torch.autocast(x.device.type, dtype=dtype):
+        out = net(x)
+    return out.to(x.dtype) if isinstance(out, Tensor) else [o.to(x.dtype) for o in out]
 
 
 def bounded_scale(raw: Tensor, eps: float = 1e-4) -> Tensor:
@@ -34,6 +68,13 @@ def bounded_scale(raw: Tensor, eps: float = 1e-4) -> Tensor:
     output (or the log-det) up.
     """
     return torch.sigmoid(raw + 2.0) + eps
+
+
+def interleaved_halves(h: Tensor) -> tuple[Tensor, Tensor]:
+    """``(h[:, 0::2], h[:, 1::2])``, the even and odd channels, as views whose backward writes one
+    gradient (``unbind``'s stack) instead of zero-filling a full-size one per slice."""
+    even, odd = h.unflatten(1, (-1, 2)).unbind(2)
+    return even, odd
 
 
 def soft_clamp(x: Tensor, bound: float) -> Tensor:
@@ -209,9 +250,15 @@ class _GatedAttention(nn.Module):
         qkv = self.in_proj(x + self._pos_enc(x))
         # channels-last view [B, HW, 3, heads, d] (no copy when qkv is channels_last)
         qkv = qkv.permute(0, 2, 3, 1).reshape(b, h * w, 3, self.heads, c // self.heads)
-        q, k, v = (qkv[:, :, i].transpose(1, 2) for i in range(3))  # [B, heads, HW, d]
+        q, k, v = (t.transpose(1, 2) for t in qkv.unbind(2))  # [B, heads, HW, d]; unbind: no zero-fill in backward
         on_weights = self.dropout_on == "weights" and self.training and self.dropout > 0
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if on_weights else 0.0)
+        p = self.dropout if on_weights else 0.0
+        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            # under network_autocast, the CPU's bfloat16 attention kernel is slower than float32's
+            with torch.autocast("cpu", enabled=False):
+                out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), dropout_p=p).to(q.dtype)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
         out = out.transpose(1, 2).reshape(b, h, w, c).permute(0, 3, 1, 2)
         if self.dropout_on == "output":
             out = F.dropout(out, self.dropout, self.training)

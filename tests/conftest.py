@@ -9,6 +9,7 @@ processes compete for the cores (two OpenMP pools on a busy 2-core machine can b
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -101,6 +102,39 @@ def nan_on(monkeypatch, steps: set[int] | None) -> None:
         return out
 
     monkeypatch.setattr(MultiScaleFlow, "forward", forward)
+
+
+def interrupt_after_step(monkeypatch, step: int, *, times: int = 1):
+    """Ctrl-C (SIGINT, ``times`` in a row) right after the training loop logs training step
+    ``step``, as a user would press it mid-run; returns a function that stops doing so."""
+    import attnflow.training.loop as loop
+
+    original = loop.log_jsonl
+
+    def log_and_interrupt(path, record):
+        original(path, record)
+        if record.get("step") == step and record.get("split") == "train":
+            for _ in range(times):
+                os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(loop, "log_jsonl", log_and_interrupt)
+    return lambda: monkeypatch.setattr(loop, "log_jsonl", original)
+
+
+def assert_same_checkpoints(a, b, *, optimizer: bool = True) -> None:
+    """Two checkpoint files hold the same model (bit for bit) and, by default, optimiser state."""
+    from attnflow.training.checkpoint import load_checkpoint
+
+    ca, cb = load_checkpoint(a), load_checkpoint(b)
+    assert ca["model"].keys() == cb["model"].keys()
+    for k, v in ca["model"].items():
+        assert torch.equal(v, cb["model"][k]) if isinstance(v, torch.Tensor) else v == cb["model"][k], k
+    if optimizer:
+        sa, sb = ca["optimizer"]["state"], cb["optimizer"]["state"]
+        assert sa.keys() == sb.keys()
+        for i, state in sa.items():
+            for name, v in state.items():
+                assert torch.equal(v, sb[i][name]) if isinstance(v, torch.Tensor) else v == sb[i][name], (i, name)
 
 
 #: a tiny model of every family (model sections; tests build them with ``tiny_model_config``)

@@ -268,7 +268,7 @@ class ITrans(_MaskedLayer):
         bias = torch.cat([self.query.bias, self.key.bias]).to(x1p.dtype)
         qk = torch.nn.functional.linear(x1p, weight, bias)  # [B, N, ph, pw, 2 * heads * kc]
         qk = qk.view(b, n, -1, 2, self.heads, kc)
-        q, k = qk[:, :, :, 0], qk[:, :, :, 1]  # [B, N, ph*pw, heads, kc]
+        q, k = qk.unbind(3)  # [B, N, ph*pw, heads, kc] (unbind: one gradient in backward, no zero-fill)
         dim = q.shape[2] * kc  # D_k: features per patch and head
         scale = torch.exp(-self.log_temperature) / math.sqrt(dim)
         logits = torch.einsum("bnphk,bmphk->bhnm", q, k) * scale

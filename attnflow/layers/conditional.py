@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..core import Flow, check_cond, check_input
-from ..nn import ActNormParams, soft_clamp
+from ..nn import ActNormParams, run_network, soft_clamp
 from .conv import lu_inverse_weight, lu_weight, register_lu_factors
 from .coupling import ConditionalAffineCoupling
 
@@ -138,7 +138,7 @@ class ConditionalActNorm(ActNormParams, _CondVectorLayer):
     def _shift_logscale(self, x: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor]:
         cond = self._check(x, cond)
         self._maybe_initialize(x)
-        h = self.net(cond).view(x.shape[0], 2, self.channels, 1, 1)
+        h = run_network(self.net, cond).view(x.shape[0], 2, self.channels, 1, 1)
         shift = self.bias + h[:, 0]
         logs = self.logs + soft_clamp(h[:, 1], self.max_log_scale)
         return shift, logs
@@ -194,7 +194,7 @@ class ConditionalInvConv1x1(_CondVectorLayer):
 
     def factors(self, cond: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """Per-sample LU factors ``(perm, lower [B,C,C], upper [B,C,C], sign, log_s [B,C])``."""
-        h = self.net(cond)
+        h = run_network(self.net, cond)
         b, c, n = h.shape[0], self.channels, self.n_tri
         zeros = h.new_zeros(b, c * c)
         d_lower = zeros.index_copy(1, self._tril, h[:, :n]).view(b, c, c)

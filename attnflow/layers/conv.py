@@ -17,11 +17,12 @@ def register_lu_factors(module: nn.Module, channels: int) -> None:
     q, _ = torch.linalg.qr(torch.randn(channels, channels, dtype=torch.float64))
     p, l_mat, u_mat = torch.linalg.lu(q)
     diag = torch.diagonal(u_mat)
-    module.register_buffer("perm", p.float())
-    module.register_buffer("sign", torch.sign(diag).float())
-    module.lower = nn.Parameter(l_mat.tril(-1).float())
-    module.upper = nn.Parameter(u_mat.triu(1).float())
-    module.log_s = nn.Parameter(diag.abs().log().float())
+    dtype = torch.get_default_dtype()  # like every other layer's parameters
+    module.register_buffer("perm", p.to(dtype))
+    module.register_buffer("sign", torch.sign(diag).to(dtype))
+    module.lower = nn.Parameter(l_mat.tril(-1).to(dtype))
+    module.upper = nn.Parameter(u_mat.triu(1).to(dtype))
+    module.log_s = nn.Parameter(diag.abs().log().to(dtype))
 
 
 def lu_weight(perm: Tensor, lower: Tensor, upper: Tensor, sign: Tensor, log_s: Tensor) -> Tensor:

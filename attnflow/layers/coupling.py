@@ -7,12 +7,14 @@ counts work. Scales are bounded (``sigmoid(h + 2) + eps`` or ``exp(g * tanh(s))`
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..core import Flow, check_cond, check_input
-from ..nn import GlowNet, bounded_scale
+from ..nn import GlowNet, bounded_scale, interleaved_halves, run_network
 
 __all__ = [
     "AffineCoupling",
@@ -49,7 +51,8 @@ class _Coupling(Flow):
             cond = check_cond(self, cond, x, self.cond_channels)
         else:
             cond = None
-        return x[:, : self.id_channels], x[:, self.id_channels :], cond
+        x_id, x_tr = x.split([self.id_channels, self.tr_channels], dim=1)  # one gradient in backward
+        return x_id, x_tr, cond
 
 
 class AffineCoupling(_Coupling):
@@ -74,8 +77,9 @@ class AffineCoupling(_Coupling):
         self.net = net or GlowNet(self.id_channels + cond_channels, 2 * self.tr_channels, hidden)
 
     def _shift_scale(self, x_id: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor]:
-        h = self.net(_net_input(x_id, cond))
-        return h[:, 0::2], bounded_scale(h[:, 1::2], self.eps)
+        h = run_network(self.net, _net_input(x_id, cond))
+        shift, raw_scale = interleaved_halves(h)
+        return shift, bounded_scale(raw_scale, self.eps)
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
         x_id, x_tr, cond = self._split(x, cond)
@@ -135,8 +139,9 @@ class AffineInjector(Flow):
     def _shift_scale(self, x: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor]:
         check_input(self, x, self.channels)
         cond = check_cond(self, cond, x, self.cond_channels)
-        h = self.net(cond)
-        return h[:, 0::2], bounded_scale(h[:, 1::2], self.eps)
+        h = run_network(self.net, cond)
+        shift, raw_scale = interleaved_halves(h)
+        return shift, bounded_scale(raw_scale, self.eps)
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
         shift, scale = self._shift_scale(x, cond)
@@ -152,21 +157,33 @@ class AffineInjector(Flow):
 # --------------------------------------------------------------------------------------------
 
 
+def _component_dim(dim: int, params: Tensor) -> int:
+    """The components' axis ``dim`` of the mixture parameters as a negative index (so that
+    ``x.unsqueeze(d)`` puts ``x``'s new axis at the same place)."""
+    n = params.dim()
+    if not -n <= dim < n:
+        raise ValueError(f"mixture: dim {dim} is not an axis of the parameters (shape {tuple(params.shape)})")
+    return dim - n if dim >= 0 else dim
+
+
 def mixture_logistic_logcdf(
-    x: Tensor, log_pi: Tensor, mu: Tensor, log_s: Tensor
+    x: Tensor, log_pi: Tensor, mu: Tensor, log_s: Tensor, dim: int = -1
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``(log F, log(1 - F), log f)`` of a logistic mixture at ``x``.
 
-    ``x`` has shape ``[...]``; ``log_pi``, ``mu``, ``log_s`` have shape ``[..., K]`` (normalised
-    ``log_pi``). ``F(x) = sum_k pi_k sigmoid((x - mu_k) / s_k)``; all three are computed in log space
-    with logsumexp, so they stay finite where ``F`` rounds to 0 or 1.
+    ``log_pi``, ``mu``, ``log_s`` hold the ``K`` components along axis ``dim`` (default the last:
+    ``[..., K]``; normalised ``log_pi``) and ``x`` has their shape without that axis.
+    ``F(x) = sum_k pi_k sigmoid((x - mu_k) / s_k)``; all three are computed in log space with
+    logsumexp, so they stay finite where ``F`` rounds to 0 or 1. The coupling keeps the components
+    on axis 1 of ``[B, K, C, H, W]``, the layout its network produces: no transposed copy.
     """
-    z = (x.unsqueeze(-1) - mu) * torch.exp(-log_s)
+    d = _component_dim(dim, log_pi)
+    z = (x.unsqueeze(d) - mu) * torch.exp(-log_s)
     log_sig_pos = F.logsigmoid(z)
     log_sig_neg = F.logsigmoid(-z)
-    log_cdf = torch.logsumexp(log_pi + log_sig_pos, dim=-1)
-    log_sf = torch.logsumexp(log_pi + log_sig_neg, dim=-1)
-    log_pdf = torch.logsumexp(log_pi + log_sig_pos + log_sig_neg - log_s, dim=-1)
+    log_cdf = torch.logsumexp(log_pi + log_sig_pos, dim=d)
+    log_sf = torch.logsumexp(log_pi + log_sig_neg, dim=d)
+    log_pdf = torch.logsumexp(log_pi + log_sig_pos + log_sig_neg - log_s, dim=d)
     return log_cdf, log_sf, log_pdf
 
 
@@ -176,77 +193,171 @@ def mixture_logistic_inverse(
     mu: Tensor,
     log_s: Tensor,
     *,
+    dim: int = -1,
     max_iter: int = 100,
 ) -> Tensor:
     """Solve ``logit(F(x)) = target_logit`` for ``x`` by safeguarded Newton inside a bracket.
 
+    The parameters hold the components along axis ``dim``, as in :func:`mixture_logistic_logcdf`.
+
     The bracket is exact: every component's own solution ``mu_k + s_k * target_logit`` lies on the
-    same side of ``x`` for the smallest and largest ``k``, so ``x`` is in ``[min_k, max_k]``. Each
-    iteration (``rtsafe``) takes the Newton step when it stays inside the bracket and at least
-    halves the step before it, bisects otherwise, and shrinks the bracket by the sign of the
-    residual; so it converges at worst like bisection and usually quadratically. It stops when every
-    entry's step is a few ulps. Non-finite targets give NaN. Differentiable in the parameters via
-    one last Newton step (implicit-function gradient).
+    same side of ``x`` for the smallest and largest ``k``, so ``x`` is in ``[min_k, max_k]``. The
+    start is the ``pi``-weighted mean of those solutions (inside the bracket, and close to ``x``
+    when the components agree). Each iteration (``rtsafe``) takes the Newton step when it stays
+    inside the bracket and at least halves the step before it, bisects otherwise, and shrinks the
+    bracket by the sign of the residual; so it converges at worst like bisection and usually
+    quadratically. It stops when every entry's step is a few ulps.
+
+    The iterations evaluate ``F``, ``1 - F`` and the density as plain sums of
+    ``pi_k sigmoid(+-z_k)`` (:func:`_logit_residual`: about 4x cheaper than the log-space
+    :func:`mixture_logistic_logcdf`, and exact to rounding), which is safe wherever the root's
+    ``F`` and ``1 - F`` are normal numbers: an underflow at an iterate only makes the residual
+    infinite with the right sign (a bisection step). Entries whose target is too extreme for that
+    (``|logit| > -log(tiny) - 10``: about 77 in float32, 698 in float64) are solved in log space
+    instead. A float16/bfloat16/float32 solve is polished by Newton steps in float64.
+    Non-finite targets give NaN. Differentiable in the parameters via one last Newton step
+    (implicit-function gradient), taken only when a gradient is needed.
     """
     finfo = torch.finfo(target_logit.dtype)
+    d = _component_dim(dim, log_pi)
     with torch.no_grad():
         t = target_logit.detach()
-        lp, m, ls = log_pi.detach(), mu.detach(), log_s.detach()
         finite = torch.isfinite(t)
         t_safe = torch.where(finite, t, torch.zeros_like(t))
-        roots = m + torch.exp(ls) * t_safe.unsqueeze(-1)
-        lo = lo0 = roots.amin(dim=-1)
-        hi = hi0 = roots.amax(dim=-1)
-        x = 0.5 * (lo + hi)
-        step_old = hi - lo
-        step = step_old.clone()
-        tol = 4 * finfo.eps
-        for it in range(max_iter):
-            log_cdf, log_sf, log_pdf = mixture_logistic_logcdf(x, lp, m, ls)
-            g = log_cdf - log_sf - t_safe
-            below = g < 0
-            lo = torch.where(below, x, lo)
-            hi = torch.where(below, hi, x)
-            slope = torch.exp(log_pdf - log_cdf - log_sf)
-            newton_step = g / slope
-            newton = x - newton_step
-            use_newton = (
-                (newton > lo) & (newton < hi) & torch.isfinite(newton)
-                & ((2 * newton_step).abs() <= step_old.abs())
-            )
-            half = 0.5 * (hi - lo)
-            new_step = torch.where(use_newton, newton_step, x - (lo + half))
-            step_old = step
-            step = new_step
-            x = torch.where(use_newton, newton, lo + half)
-            if it % 4 == 3 and bool((step.abs() <= tol * (1 + x.abs())).all()):
-                break
-        if x.dtype in (torch.float16, torch.bfloat16, torch.float32):
-            # Polish in float64: near the root the float32 residual is rounding noise (its sign too,
-            # so the shrunk bracket may miss the root); Newton steps in double, kept inside the
-            # exact initial bracket, bring x to the float32 rounding of the exact solution.
-            x = _newton_polish(x, t_safe, lp, m, ls, lo0, hi0).to(x.dtype)
-    # One differentiable Newton step at the root: value unchanged, gradient of the implicit solution.
-    log_cdf, log_sf, log_pdf = mixture_logistic_logcdf(x, log_pi, mu, log_s)
-    g = log_cdf - log_sf - target_logit
-    slope = torch.exp(log_pdf - log_cdf - log_sf)
-    x = x - (g - g.detach()) / slope.detach()
-    return torch.where(torch.isfinite(target_logit), x, torch.full_like(x, float("nan")))
+        extreme = t_safe.abs() > -math.log(finfo.tiny) - 10
+        # the full shape of the parameters (components on axis d), contiguous for the iterations
+        full = torch.broadcast_shapes(t.unsqueeze(d).shape, log_pi.shape, mu.shape, log_s.shape)
+        lp, m, ls = (v.detach().expand(full).contiguous() for v in (log_pi, mu, log_s))
+        # the extreme entries are solved again below; 0 lets them converge at once here
+        t_prob = torch.where(extreme, 0.0, t_safe).expand(lp.sum(d).shape).contiguous()
+        x = _solve_probability_space(t_prob, lp, m, ls, d, max_iter=max_iter)
+        if bool(extreme.any()):
+            where = extreme.expand_as(x).nonzero(as_tuple=True)
+            pick = [v.movedim(d, -1)[where] for v in (lp, m, ls)]
+            x = x.clone()
+            x[where] = _solve_log_space(t_safe.expand_as(x)[where], *pick, max_iter=max_iter)
+    needs_grad = torch.is_grad_enabled() and any(
+        v.requires_grad for v in (target_logit, log_pi, mu, log_s))
+    if needs_grad:
+        # One differentiable Newton step at the root: value unchanged, gradient of the implicit solution.
+        log_cdf, log_sf, log_pdf = mixture_logistic_logcdf(x, log_pi, mu, log_s, d)
+        g = log_cdf - log_sf - target_logit
+        slope = torch.exp(log_pdf - log_cdf - log_sf)
+        x = x - (g - g.detach()) / slope.detach()
+    return torch.where(finite, x, torch.full_like(x, float("nan")))
 
 
-def _newton_polish(
-    x: Tensor, t: Tensor, log_pi: Tensor, mu: Tensor, log_s: Tensor, lo: Tensor, hi: Tensor, steps: int = 3
+def _logit_residual(
+    x: Tensor, t: Tensor, offset: Tensor, inv_s: Tensor, pi: Tensor, pi_inv_s: Tensor, d: int
+) -> tuple[Tensor, Tensor]:
+    """``(logit F(x) - t, d logit F / dx)`` of the mixture in probability space.
+
+    With ``z_k = (x - mu_k) / s_k`` (``offset = -mu / s``, ``inv_s = 1 / s``):
+    ``F = sum_k pi_k sigmoid(z_k)``, ``1 - F = sum_k pi_k sigmoid(-z_k)`` (summed directly, so
+    neither is the difference of nearly equal numbers), ``f = sum_k (pi_k / s_k) sigmoid(z_k)
+    sigmoid(-z_k)``, and ``d logit F / dx = f / (F (1 - F))``; the components are on axis ``d``.
+    """
+    z = torch.addcmul(offset, x.unsqueeze(d), inv_s)
+    pos = torch.sigmoid(z)
+    neg = torch.sigmoid(z.neg_())
+    cdf = torch.linalg.vecdot(pi, pos, dim=d)
+    sf = torch.linalg.vecdot(pi, neg, dim=d)
+    pdf = torch.linalg.vecdot(pi_inv_s, pos.mul_(neg), dim=d)
+    return torch.log(cdf) - torch.log(sf) - t, pdf / (cdf * sf)
+
+
+def _rtsafe(
+    residual, x: Tensor, lo: Tensor, hi: Tensor, max_iter: int, ulps: float = 4, noise: Tensor | None = None
 ) -> Tensor:
-    """A few bracketed Newton steps in float64 (used after a lower-precision solve)."""
-    d = torch.float64
-    x, t, lo, hi = x.to(d), t.to(d), lo.to(d), hi.to(d)
-    log_pi, mu, log_s = log_pi.to(d), mu.to(d), log_s.to(d)
-    for _ in range(steps):
-        log_cdf, log_sf, log_pdf = mixture_logistic_logcdf(x, log_pi, mu, log_s)
-        newton = x - (log_cdf - log_sf - t) / torch.exp(log_pdf - log_cdf - log_sf)
-        ok = torch.isfinite(newton) & (newton >= lo) & (newton <= hi)
-        x = torch.where(ok, newton, x)
+    """Safeguarded Newton (``rtsafe``) from ``x`` inside the bracket ``[lo, hi]`` of an increasing
+    function whose ``residual(x)`` is ``(value, slope)``: the Newton step when it stays inside the
+    bracket and at least halves the step before it, bisection otherwise; the bracket shrinks by
+    the residual's sign. An entry stops when its step is at most ``ulps`` ulps (relative to
+    ``1 + |x|``) or its residual is within ``noise`` (its rounding level, when the result is
+    polished afterwards); all stop after ``max_iter``."""
+    step_old = hi - lo
+    step = step_old.clone()
+    tol = ulps * torch.finfo(x.dtype).eps
+    done = torch.zeros_like(x, dtype=torch.bool)
+    for _ in range(max_iter):
+        g, slope = residual(x)
+        below = g < 0
+        lo = torch.where(below, x, lo)
+        hi = torch.where(below, hi, x)
+        newton_step = g / slope
+        newton = x - newton_step
+        use_newton = (
+            (newton > lo) & (newton < hi) & torch.isfinite(newton)
+            & ((2 * newton_step).abs() <= step_old.abs())
+        )
+        half = 0.5 * (hi - lo)
+        step_old, step = step, torch.where(use_newton, newton_step, x - (lo + half))
+        # an entry stops once its step is small: with a noisy residual, the next step of a
+        # converged entry can fail the halving test and bisect back across a wide bracket
+        if noise is not None:  # at the root to rounding: x stays where it is
+            done |= g.abs() <= noise
+        x = torch.where(done, x, torch.where(use_newton, newton, lo + half))
+        done |= step.abs() <= tol * (1 + x.abs())
+        if bool(done.all()):
+            break
     return x
+
+
+def _solve_probability_space(
+    t: Tensor, log_pi: Tensor, mu: Tensor, log_s: Tensor, d: int, *, max_iter: int
+) -> Tensor:
+    """The bracketed Newton solve of :func:`mixture_logistic_inverse` (no gradient; finite ``t``;
+    parameters of the full shape, components on axis ``d``)."""
+    pi = torch.exp(log_pi)
+    inv_s = torch.exp(-log_s)
+    offset = -mu * inv_s
+    pi_inv_s = pi * inv_s
+    roots = mu + torch.exp(log_s) * t.unsqueeze(d)
+    lo = lo0 = roots.amin(dim=d)
+    hi = hi0 = roots.amax(dim=d)
+    x = torch.linalg.vecdot(pi, roots, dim=d).clamp(lo, hi)
+    low = x.dtype in (torch.float16, torch.bfloat16, torch.float32)
+    # A low-precision solve is polished in float64 below. Near the root its residual is rounding
+    # noise (log F and log(1 - F) of K-term sums: ~K ulps), where Newton steps stop shrinking and
+    # the safeguard bisects a wide bracket down to the tolerance (~15 more iterations for a few
+    # entries): it stops there instead, and the float64 Newton steps finish.
+    eps = torch.finfo(x.dtype).eps
+    noise = 2 * log_pi.shape[d] * eps * (1 + t.abs()) if low else None
+    x = _rtsafe(lambda x: _logit_residual(x, t, offset, inv_s, pi, pi_inv_s, d), x, lo, hi, max_iter,
+                ulps=64 if low else 4, noise=noise)
+    if low:
+        # Polish in float64: near the root the float32 residual is rounding noise (its sign too,
+        # so the shrunk bracket may miss the root); Newton steps in double, kept inside the
+        # exact initial bracket, bring x to the float32 rounding of the exact solution.
+        f64 = torch.float64
+        x, t, lo0, hi0 = x.to(f64), t.to(f64), lo0.to(f64), hi0.to(f64)
+        inv_s = torch.exp(-log_s.to(f64))
+        pi = torch.exp(log_pi.to(f64))
+        args = (t, -mu.to(f64) * inv_s, inv_s, pi, pi * inv_s, d)
+        for _ in range(2):
+            g, slope = _logit_residual(x, *args)
+            newton = x - g / slope
+            x = torch.where(torch.isfinite(newton) & (newton >= lo0) & (newton <= hi0), newton, x)
+        x = x.to(log_s.dtype)
+    return x
+
+
+def _solve_log_space(t: Tensor, log_pi: Tensor, mu: Tensor, log_s: Tensor, *, max_iter: int) -> Tensor:
+    """The same bracketed Newton solve with every quantity in log space
+    (:func:`mixture_logistic_logcdf`): for targets whose ``F`` or ``1 - F`` underflows."""
+    dtype = t.dtype
+    if dtype in (torch.float16, torch.bfloat16, torch.float32):
+        t, log_pi, mu, log_s = (v.double() for v in (t, log_pi, mu, log_s))
+    roots = mu + torch.exp(log_s) * t.unsqueeze(-1)
+    lo = roots.amin(dim=-1)
+    hi = roots.amax(dim=-1)
+
+    def residual(x: Tensor) -> tuple[Tensor, Tensor]:
+        log_cdf, log_sf, log_pdf = mixture_logistic_logcdf(x, log_pi, mu, log_s)
+        return log_cdf - log_sf - t, torch.exp(log_pdf - log_cdf - log_sf)
+
+    x = _rtsafe(residual, 0.5 * (lo + hi), lo, hi, max_iter)
+    return x.to(dtype)
 
 
 class MixtureLogisticCoupling(_Coupling):
@@ -300,23 +411,22 @@ class MixtureLogisticCoupling(_Coupling):
         self.rescale = nn.Parameter(torch.ones(1, self.tr_channels, 1, 1))
 
     def _params(self, x_id: Tensor, cond: Tensor | None) -> tuple[Tensor, ...]:
-        h = self.net(_net_input(x_id, cond))
+        h = run_network(self.net, _net_input(x_id, cond))
         b, _, height, width = h.shape
         k = self.components
-        h = h.view(b, 2 + 3 * k, self.tr_channels, height, width)
-        a = self.rescale * torch.tanh(h[:, 0])
-        t = h[:, 1]
-        # Mixture parameters last-dim-major: [B, C, H, W, K].
-        mix = h[:, 2:].view(b, 3, k, self.tr_channels, height, width).permute(1, 0, 3, 4, 5, 2)
-        log_pi = torch.log_softmax(mix[0], dim=-1)
-        mu = mix[1]
-        log_s = mix[2].clamp_min(self.min_log_scale)
-        return a, t, log_pi, mu, log_s
+        # [B, 2 + 3K, C, H, W] as the network lays it out; the mixture's components stay on axis 1
+        # (split, not indexing: its backward concatenates instead of zero-filling per piece)
+        raw_a, t, logit_pi, mu, raw_log_s = h.view(b, 2 + 3 * k, self.tr_channels, height, width).split(
+            [1, 1, k, k, k], dim=1)
+        a = self.rescale * torch.tanh(raw_a.squeeze(1))
+        log_pi = torch.log_softmax(logit_pi, dim=1)
+        log_s = raw_log_s.clamp_min(self.min_log_scale)
+        return a, t.squeeze(1), log_pi, mu, log_s
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
         x_id, x_tr, cond = self._split(x, cond)
         a, t, log_pi, mu, log_s = self._params(x_id, cond)
-        log_cdf, log_sf, log_pdf = mixture_logistic_logcdf(x_tr, log_pi, mu, log_s)
+        log_cdf, log_sf, log_pdf = mixture_logistic_logcdf(x_tr, log_pi, mu, log_s, dim=1)
         y_tr = (log_cdf - log_sf + t) * torch.exp(a)
         logdet = (log_pdf - log_cdf - log_sf + a).flatten(1).sum(1)
         return torch.cat([x_id, y_tr], dim=1), logdet
@@ -325,8 +435,8 @@ class MixtureLogisticCoupling(_Coupling):
         z_id, z_tr, cond = self._split(z, cond)
         a, t, log_pi, mu, log_s = self._params(z_id, cond)
         target = z_tr * torch.exp(-a) - t
-        x_tr = mixture_logistic_inverse(target, log_pi, mu, log_s)
-        log_cdf, log_sf, log_pdf = mixture_logistic_logcdf(x_tr, log_pi, mu, log_s)
+        x_tr = mixture_logistic_inverse(target, log_pi, mu, log_s, dim=1)
+        log_cdf, log_sf, log_pdf = mixture_logistic_logcdf(x_tr, log_pi, mu, log_s, dim=1)
         logdet = (log_pdf - log_cdf - log_sf + a).flatten(1).sum(1)
         return torch.cat([z_id, x_tr], dim=1), -logdet
 

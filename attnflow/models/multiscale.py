@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from ..core import Flow, Sequential, sequential_invertible
 from ..layers import Dequantize, Squeeze, quantize
+from ..nn import run_network
 from ..priors import Prior, Split
 from .base import FlowModel
 
@@ -135,7 +136,7 @@ class MultiScaleFlow(FlowModel):
         """One condition per level (``None`` everywhere for an unconditional model)."""
         if self.conditioner is None:
             return [None] * len(self.levels)
-        conds = list(self.conditioner(cond))
+        conds = list(run_network(self.conditioner, cond))
         if len(conds) != len(self.levels):
             raise ValueError(
                 f"{type(self).__name__}: conditioner returned {len(conds)} maps for "

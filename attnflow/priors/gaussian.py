@@ -15,7 +15,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ..nn import ZeroConv2d, soft_clamp
+from ..nn import ZeroConv2d, interleaved_halves, soft_clamp
 
 __all__ = ["Prior", "StandardNormal", "DiagonalGaussian", "gaussian_log_prob"]
 
@@ -108,7 +108,7 @@ class DiagonalGaussian(Prior):
             mean, raw = self.mean, self.log_std
         else:
             h = self.net(self._inputs(context, cond))
-            mean, raw = h[:, 0::2], h[:, 1::2]
+            mean, raw = interleaved_halves(h)
         log_std = soft_clamp(raw, self.max_log_std)
         return mean.expand(shape), log_std.expand(shape)
 

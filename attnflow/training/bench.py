@@ -9,6 +9,7 @@ import time
 import torch
 
 from ..models import FlowModel, build_model
+from ..nn import AUTOCAST_DTYPES, network_autocast
 
 __all__ = ["bench_config", "format_table", "synchronize"]
 
@@ -31,7 +32,8 @@ def bench_config(
 ) -> dict:
     """Median ms per training step (forward, backward, Adamax step) and per sampling batch.
 
-    Random data (the model's ``example_batch``). Peak memory: CUDA's
+    Random data (the model's ``example_batch``). ``train.autocast`` (``bf16``/``fp16``) runs the
+    conditioner networks of both in that precision (:func:`~attnflow.nn.network_autocast`). Peak memory: CUDA's
     ``max_memory_allocated`` on GPU; on CPU the process's peak resident set (a high-water mark
     over the whole process, so it only grows across rows).
     """
@@ -49,8 +51,11 @@ def bench_config(
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
 
+    low = AUTOCAST_DTYPES.get(config.get("train", {}).get("autocast"))
+
     def step() -> None:
-        loss = net(batch)
+        with network_autocast(low):
+            loss = net(batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 100.0)
@@ -76,7 +81,7 @@ def bench_config(
     if sample:
         model.eval()
         s_times = []
-        with torch.no_grad():
+        with torch.no_grad(), network_autocast(low):
             for i in range(max(1, warmup // 2) + max(1, repeats // 2)):
                 synchronize(dev)
                 t0 = time.perf_counter()

@@ -80,6 +80,8 @@ def check_config(config: dict) -> dict:
     for key in ("invertible_backprop",):
         if key in t and not isinstance(t[key], bool):
             raise ConfigError(f"train.{key} must be true or false, got {t[key]!r}")
+    if t.get("autocast") is not None and t["autocast"] not in ("bf16", "fp16"):
+        raise ConfigError(f"train.autocast must be bf16, fp16 or null (off), got {t['autocast']!r}")
     temps = t.get("sample_temperatures")
     if not isinstance(temps, list) or not temps:
         raise ConfigError(f"train.sample_temperatures must be a non-empty list of numbers >= 0, got {temps!r}")

@@ -48,6 +48,7 @@ from ..data import dataset_from_config
 from ..evaluation.likelihood import evaluate_metric
 from ..images import save_grid
 from ..models import TrainableModel, build_model, complete_config
+from ..nn import AUTOCAST_DTYPES, network_autocast
 from .checkpoint import load_checkpoint, load_weights, rng_state, save_checkpoint, set_rng_state
 from .checks import check_config, check_device
 from .logging import log_attention, log_jsonl, plot_curves
@@ -331,6 +332,7 @@ def _train(config: dict, out: Path, *, device, resume: bool, progress: bool, sto
         )
     if t.get("compile"):
         net = torch.compile(net)
+    low_precision = AUTOCAST_DTYPES.get(t.get("autocast"))
     optimizer = make_optimizer(model, t)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(t))
     frozen = ConditionerSchedule(model, t, total, ddp=world > 1)
@@ -467,7 +469,8 @@ def _train(config: dict, out: Path, *, device, resume: bool, progress: bool, sto
                 opt, params, key = pre.optimizer, pre.parameters(), pre.loss_name
             else:
                 frozen.apply(step)  # the conditioner trains from step P + int(f * (steps - P)) on
-                bpd = net(batch)  # the model's objective (loss_name): e.g. mean bits/dim of a flow
+                with network_autocast(low_precision):  # train.autocast: the conditioner networks
+                    bpd = net(batch)  # the model's objective (loss_name): e.g. mean bits/dim of a flow
                 opt, params, key = optimizer, model.parameters(), loss_name
             opt.zero_grad(set_to_none=True)
             bpd.backward()

@@ -5,10 +5,10 @@ or the reference's RRDBNet names) into SRFlow's encoder exactly, and the freeze/
 from __future__ import annotations
 
 import os
-import signal
 
 import pytest
 import torch
+from conftest import assert_same_checkpoints, interrupt_after_step
 
 from attnflow.config import DEFAULTS, ConfigError, apply_overrides, load_preset, merge
 from attnflow.models import RRDBNet, SRFlow, TrainableModel, build_model
@@ -254,32 +254,18 @@ def test_encoder_is_frozen_bit_identical_then_trains(tmp_path, monkeypatch, rrdb
 
 @pytest.mark.parametrize("cut", [1, 3])  # stopped while frozen / after the encoder started training
 def test_resume_across_the_freeze_boundary_is_exact(tmp_path, monkeypatch, rrdb_checkpoint, cut):
-    import attnflow.training.loop as loop
-
     extra = (f"model.cond.pretrained={rrdb_checkpoint}", "train.freeze_conditioner_until=0.5")
     train(srflow_config(4, *extra), tmp_path / "full", progress=False)
-    original = loop.log_jsonl
-
-    def log_and_interrupt(path, record):
-        original(path, record)
-        if record.get("step") == cut and record.get("split") == "train":
-            os.kill(os.getpid(), signal.SIGINT)
-
-    monkeypatch.setattr(loop, "log_jsonl", log_and_interrupt)
+    stop_interrupting = interrupt_after_step(monkeypatch, cut)
     with pytest.raises(TrainingInterrupted, match=f"saved step {cut}"):
         train(srflow_config(4, *extra), tmp_path / "cut", progress=False)
-    monkeypatch.setattr(loop, "log_jsonl", original)
+    stop_interrupting()
     os.rename(rrdb_checkpoint, str(rrdb_checkpoint) + ".away")  # a resume does not read it again
     try:
         train(srflow_config(4, *extra), tmp_path / "cut", resume=True, progress=False)
     finally:
         os.rename(str(rrdb_checkpoint) + ".away", rrdb_checkpoint)
-    a = load_checkpoint(tmp_path / "full/checkpoints/last.pt")
-    b = load_checkpoint(tmp_path / "cut/checkpoints/last.pt")
-    assert a["model"].keys() == b["model"].keys()
-    for k, v in a["model"].items():
-        assert torch.equal(v, b["model"][k]) if isinstance(v, torch.Tensor) else v == b["model"][k], k
-    assert a["optimizer"]["state"].keys() == b["optimizer"]["state"].keys()
+    assert_same_checkpoints(tmp_path / "full/checkpoints/last.pt", tmp_path / "cut/checkpoints/last.pt")
 
 
 def test_freeze_values_are_checked(tmp_path):

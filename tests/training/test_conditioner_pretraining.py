@@ -5,11 +5,10 @@ schedule, checkpoints and an exact ``--resume`` on both sides of the switch."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 
 import pytest
 import torch
+from conftest import assert_same_checkpoints, interrupt_after_step
 
 from attnflow.config import ConfigError, apply_overrides, load_preset
 from attnflow.models import RRDBNet, build_model
@@ -115,30 +114,14 @@ def test_the_freeze_schedule_counts_from_the_end_of_the_pretraining(tmp_path, mo
 
 @pytest.mark.parametrize("cut", [1, 3])  # stopped during the pretraining / on the step that ends it
 def test_resume_across_the_switch_is_exact(tmp_path, monkeypatch, cut):
-    import attnflow.training.loop as loop
-
     train(config(5, 3), tmp_path / "full", progress=False)
-    original = loop.log_jsonl
-
-    def log_and_interrupt(path, record):
-        original(path, record)
-        if record.get("step") == cut and record.get("split") == "train":
-            os.kill(os.getpid(), signal.SIGINT)
-
-    monkeypatch.setattr(loop, "log_jsonl", log_and_interrupt)
+    stop_interrupting = interrupt_after_step(monkeypatch, cut)
     with pytest.raises(TrainingInterrupted, match=f"saved step {cut}"):
         train(config(5, 3), tmp_path / "cut", progress=False)
-    monkeypatch.setattr(loop, "log_jsonl", original)
+    stop_interrupting()
     assert ("pretraining" in load_checkpoint(tmp_path / "cut/checkpoints/last.pt")) == (cut < 3)
     train(config(5, 3), tmp_path / "cut", resume=True, progress=False)
-    a = load_checkpoint(tmp_path / "full/checkpoints/last.pt")
-    b = load_checkpoint(tmp_path / "cut/checkpoints/last.pt")
-    assert a["model"].keys() == b["model"].keys()
-    for k, v in a["model"].items():
-        assert torch.equal(v, b["model"][k]) if isinstance(v, torch.Tensor) else v == b["model"][k], k
-    for i, s in a["optimizer"]["state"].items():
-        for name, v in s.items():
-            assert torch.equal(v, b["optimizer"]["state"][i][name]), (i, name)
+    assert_same_checkpoints(tmp_path / "full/checkpoints/last.pt", tmp_path / "cut/checkpoints/last.pt")
 
 
 def test_bad_values_are_refused(tmp_path):

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import nan_on
+from conftest import interrupt_after_step, nan_on
 
 from attnflow.config import ConfigError, apply_overrides, load_preset
 from attnflow.training import RunDirError, TrainingError, TrainingInterrupted, train
@@ -331,39 +331,20 @@ def test_sigkill_then_resume_is_exact(tmp_path, reference):
 
 def test_in_process_interrupt_flag_saves_and_raises(tmp_path, monkeypatch):
     """The first Ctrl-C only sets a flag: the step finishes, a checkpoint is written."""
-    import attnflow.training.loop as loop
-
     extra = ("train.eval_every=100", "train.checkpoint_every=100")
     train(tiny(5, *extra), tmp_path / "full", progress=False)
-    original = loop.log_jsonl
-
-    def log_and_interrupt(path, record):
-        original(path, record)
-        if record.get("step") == 2 and record.get("split") == "train":
-            os.kill(os.getpid(), signal.SIGINT)
-
-    monkeypatch.setattr(loop, "log_jsonl", log_and_interrupt)
+    stop_interrupting = interrupt_after_step(monkeypatch, 2)
     before = signal.getsignal(signal.SIGINT)
     with pytest.raises(TrainingInterrupted, match="saved step 2"):
         train(tiny(5, *extra), tmp_path / "cut", progress=False)
     assert signal.getsignal(signal.SIGINT) is before  # restored
-    monkeypatch.setattr(loop, "log_jsonl", original)
+    stop_interrupting()
     train(tiny(5, *extra), tmp_path / "cut", resume=True, progress=False)
     same_params(tmp_path / "full/checkpoints/last.pt", tmp_path / "cut/checkpoints/last.pt")
 
 
 def test_second_ctrl_c_stops_at_once_keeping_the_last_checkpoint(tmp_path, monkeypatch):
-    import attnflow.training.loop as loop
-
-    original = loop.log_jsonl
-
-    def log_and_interrupt(path, record):
-        original(path, record)
-        if record.get("step") == 4 and record.get("split") == "train":
-            os.kill(os.getpid(), signal.SIGINT)
-            os.kill(os.getpid(), signal.SIGINT)
-
-    monkeypatch.setattr(loop, "log_jsonl", log_and_interrupt)
+    interrupt_after_step(monkeypatch, 4, times=2)
     with pytest.raises(TrainingInterrupted, match=r"stopped at once at step 4; the last good checkpoint .* \(step 3\)"):
         train(tiny(6, "train.eval_every=100", "train.checkpoint_every=3"), tmp_path, progress=False)
     assert load_checkpoint(tmp_path / "checkpoints/last.pt")["step"] == 3

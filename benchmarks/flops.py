@@ -1,0 +1,50 @@
+"""FLOPs of a training step and the rate it runs at: how close a step is to the hardware.
+
+    python benchmarks/flops.py --preset mnist-3-2-48-none --batch 32 [--set train.autocast=bf16]
+
+Counts the FLOPs of one training step (forward + backward) with ``torch.utils.flop_counter``
+(convolutions, matmuls and attention; element-wise work is not counted), times the step with
+``attnflow.training.bench`` and prints GFLOP per step and the achieved GFLOP/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from attnflow.config import apply_overrides, load_preset
+from attnflow.models import build_model
+from attnflow.nn import AUTOCAST_DTYPES, network_autocast
+from attnflow.training.bench import bench_config
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--preset", required=True)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--set", dest="overrides", action="append", default=[])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args()
+    config = apply_overrides(load_preset(args.preset), args.overrides)
+    torch.manual_seed(0)
+    model = build_model(config).to(args.device)
+    batch = model.example_batch(args.batch, args.device)
+    model.initialize(batch)
+    model.train()
+    with FlopCounterMode(display=False) as counter:
+        with network_autocast(AUTOCAST_DTYPES.get(config["train"].get("autocast"))):
+            loss = model(batch)
+        loss.backward()
+    flops = counter.get_total_flops()
+    row = bench_config(config, batch_size=args.batch, device=args.device, repeats=args.repeats, warmup=1,
+                       sample=False)
+    threads = torch.get_num_threads() if args.device == "cpu" else "-"
+    print(f"| {args.preset} {' '.join(args.overrides)} | {args.batch} | {threads} | {flops / 1e9:.1f} | "
+          f"{row['train_ms']:.0f} | {flops / 1e9 / (row['train_ms'] / 1e3):.0f} |")
+
+
+if __name__ == "__main__":
+    main()
