@@ -77,10 +77,7 @@ class TrainableModel(nn.Module, ABC):
     * ``conditioner_parameters()``: the parameters of the network that encodes the condition (the
       RRDB encoder of SRFlow), which ``train.freeze_conditioner_until`` freezes;
     * ``load_pretrained()``: load the pretrained weights the model's config names (the training
-      loop calls it at the start of a fresh run, never on resume; default: nothing to load);
-    * ``conditioner_pretraining_network()``: a network that trains the conditioner on a task of
-      its own (SRFlow: its encoder plus an SR head, L1 loss), which
-      ``train.pretrain_conditioner_steps`` trains first within the same run (default: none).
+      loop calls it at the start of a fresh run, never on resume; default: nothing to load).
 
     Subclasses set ``task`` (class attribute), ``n_bins`` and ``image_shape`` (the training image
     shape ``(C, H, W)``).
@@ -190,12 +187,6 @@ class TrainableModel(nn.Module, ABC):
     def load_pretrained(self) -> list[str]:
         """Load the pretrained weights the config names (default: none); returns the sources."""
         return []
-
-    def conditioner_pretraining_network(self) -> TrainableModel | None:
-        """A fresh network around this model's conditioner (sharing its parameters) whose own
-        objective pretrains it, or ``None`` when the model has no such task (default)."""
-        return None
-
     def set_invertible_backprop(self, enabled: bool = True) -> TrainableModel:
         """Memory-saving backprop through inverses: only flows have inverses to recompute from."""
         if enabled:

@@ -57,7 +57,7 @@ class RRDBNet(TrainableModel):
         n_bins: value range of the images (256: uint8).
         encoder: an existing :class:`RRDBEncoder` to train as this network's trunk (then
             ``features``, ``blocks`` and ``growth`` are the encoder's), e.g. an SRFlow's encoder
-            during the in-run pretraining (:meth:`SRFlow.conditioner_pretraining_network`); the
+            during the in-run pretraining (:func:`~attnflow.models.conditioner_pretraining_network`); the
             upsampling convs it lacks are added to the SR head (``extra_upconvs``).
     """
 

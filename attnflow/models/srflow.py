@@ -57,7 +57,7 @@ from ..layers import (
     ITrans,
 )
 from ..priors import DiagonalGaussian, Prior, StandardNormal
-from .base import TrainableModel, check_temperature
+from .base import check_temperature
 from .multiscale import MultiScaleFlow, build_levels
 from .options import attention_from_config, cond_options
 from .pretrained import read_state_dict
@@ -481,16 +481,6 @@ class SRFlow(MultiScaleFlow):
         except ValueError as err:
             raise ConfigError(str(err)) from None
         return [self.pretrained]
-
-    def conditioner_pretraining_network(self) -> TrainableModel:
-        """The encoder as a plain L1 SR network (:class:`~attnflow.models.rrdb.RRDBNet` around
-        ``self.conditioner``, sharing its parameters, plus a fresh SR head: the upsampling convs
-        the encoder lacks, ``hr_conv`` and ``conv_last``), the in-run form of SRFlow's RRDB
-        pretraining (``train.pretrain_conditioner_steps``). The head is not part of this model."""
-        from .rrdb import RRDBNet  # rrdb builds on this module's encoder
-
-        return RRDBNet(scale=self.scale, image_shape=self.image_shape, n_bins=self.n_bins,
-                       encoder=self.conditioner)
 
     # --- geometry and checks --------------------------------------------------------------------
     def _lr_multiple(self) -> int:

@@ -3,7 +3,7 @@
 SRFlow does not train its RRDB encoder from scratch with the flow: the encoder is first trained as
 a plain SR network with an L1 loss, then the flow starts from it. ``train.pretrain_conditioner_steps``
 does both in one ``attnflow train`` run: steps ``0 .. P - 1`` train the network that
-``model.conditioner_pretraining_network()`` returns (the encoder, shared with the model, plus a
+:func:`~attnflow.models.conditioner_pretraining_network` returns (the encoder, shared with the model, plus a
 head of its own) on its objective, with its own optimiser (``train.optimizer``, ``train.lr``,
 the warm-up, no halvings); the rest of the model gets no gradient. At the end of step ``P - 1`` the
 model gets its data-dependent initialisation (with the pretrained encoder), the head and its
@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..config import ConfigError
-from ..models import TrainableModel
+from ..models import TrainableModel, conditioner_pretraining_network
 from .optim import make_optimizer, pretraining_lr_factor
 
 __all__ = ["ConditionerPretraining", "HEAD_SEED"]
@@ -36,7 +36,8 @@ class ConditionerPretraining:
     """The pretraining phase: ``network`` (the conditioner plus a head), its optimiser and schedule.
 
     Args:
-        model: the run's model; its ``conditioner_pretraining_network()`` must not be ``None``.
+        model: the run's model; :func:`~attnflow.models.conditioner_pretraining_network` must give
+            it a network (not ``None``).
         t: the ``train`` section (``pretrain_conditioner_steps``, the optimiser settings, ``seed``).
         device: where the model lives.
     """
@@ -46,7 +47,7 @@ class ConditionerPretraining:
         devices = [device] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(int(t["seed"]) + HEAD_SEED)
-            network = model.conditioner_pretraining_network()
+            network = conditioner_pretraining_network(model)
         if network is None:
             raise ConfigError(
                 f"train.pretrain_conditioner_steps={self.steps}: the model ({type(model).__name__}) has no "
@@ -56,7 +57,7 @@ class ConditionerPretraining:
         shared = {id(p) for p in model.parameters()}
         self.head_names = [k for k, p in network.named_parameters() if id(p) not in shared]
         if len(self.head_names) == len(list(network.parameters())):
-            raise ValueError("conditioner_pretraining_network() must share the model's conditioner")
+            raise ValueError("conditioner_pretraining_network must share the model's conditioner")
         self.optimizer = make_optimizer(self.network, t)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, pretraining_lr_factor(t))
         self.loss_name = f"pretrain_{network.loss_name}"

@@ -11,7 +11,7 @@ import torch
 from conftest import assert_same_checkpoints, interrupt_after_step
 
 from attnflow.config import ConfigError, apply_overrides, load_preset
-from attnflow.models import RRDBNet, build_model
+from attnflow.models import RRDBNet, build_model, conditioner_pretraining_network
 from attnflow.training import TrainingInterrupted, train
 from attnflow.training.checkpoint import load_checkpoint
 from attnflow.training.optim import lr_factor, pretraining_lr_factor
@@ -31,7 +31,7 @@ def config(steps: int, pre: int, *extra: str) -> dict:
 
 def test_the_pretraining_network_is_the_rrdb_sr_network_around_the_flows_encoder():
     flow = build_model(config(4, 2))
-    net = flow.conditioner_pretraining_network()
+    net = conditioner_pretraining_network(flow)
     assert isinstance(net, RRDBNet) and net.encoder is flow.conditioner  # shared, not copied
     assert len(flow.conditioner.upconvs) == 2 and len(net.extra_upconvs) == 1  # 8x: upconv3 is the head's
     # the same network as a stand-alone rrdb of the same sizes (its upconvs.2 is our extra_upconvs.0)
@@ -44,7 +44,7 @@ def test_the_pretraining_network_is_the_rrdb_sr_network_around_the_flows_encoder
     alone.load_state_dict(state, strict=True)
     hr, lr = alone.example_batch(2)
     torch.testing.assert_close(net.objective((hr, lr)), alone.objective((hr, lr)), rtol=0, atol=0)
-    assert build_model(apply_overrides(load_preset("mnist"), ["model.levels=1"])).conditioner_pretraining_network() is None
+    assert conditioner_pretraining_network(build_model(apply_overrides(load_preset("mnist"), ["model.levels=1"]))) is None
 
 
 def test_lr_schedules_of_the_two_phases():
