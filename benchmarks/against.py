@@ -4,6 +4,7 @@
     python benchmarks/against.py --base HEAD~3 --repeats 3 --threads 2
     python benchmarks/against.py --configs marflow-3-2-48 --batch 8 --set model.hidden=16
     python benchmarks/against.py --device cuda
+    python benchmarks/against.py --configs srflow-1-1 --set-ours train.autocast=bf16   # a setting the base lacks
 
 The other commit (``--base``, default ``aa4ee21``) is checked out with ``git worktree add --detach``
 into a temporary folder, removed afterwards. Each side runs in its own worker subprocess (this file
@@ -199,6 +200,7 @@ def compare(
     threads: int | None = None,
     device: str = "cpu",
     ours: Path = ROOT,
+    ours_overrides: Sequence[str] = (),
     log=None,
 ) -> dict:
     """Round-robin timing of ``configs`` in ``ours`` and in ``base``; returns rows and run info."""
@@ -216,7 +218,8 @@ def compare(
                     request = {"preset": c.preset, "overrides": c.overrides, "batch": c.batch,
                                "device": device, "warmup": warmup}
                     for side in ("ours", "base"):  # one at a time, never both
-                        answer = workers[side].ask(request)
+                        extra = list(ours_overrides) if side == "ours" else []
+                        answer = workers[side].ask({**request, "overrides": [*c.overrides, *extra]})
                         for key in ("train_ms", "sample_ms"):
                             samples[(c.name, side)][key].append(answer[key])
                         params[(c.name, side)] = answer.get("params_M")
@@ -266,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, help="batch size of every configuration (default: each its own)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config override for every configuration and both sides (repeatable)")
+    p.add_argument("--set-ours", dest="ours_overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override for this tree only, e.g. a setting the base lacks "
+                        "(train.autocast=bf16; repeatable)")
     p.add_argument("--repeats", type=int, default=5, help="round-robin rounds (median; default 5)")
     p.add_argument("--warmup", type=int, default=1, help="untimed training steps per measurement (default 1)")
     p.add_argument("--threads", type=int, help="torch threads per worker (default: all cores)")
@@ -281,11 +287,13 @@ def main(argv: list[str] | None = None) -> int:
         for c in (CONFIGS[name] for name in args.configs)
     ]
     result = compare(configs, base=args.base, repeats=args.repeats, warmup=args.warmup, threads=args.threads,
-                     device=args.device, log=lambda text: print(text, file=sys.stderr, flush=True))
+                     device=args.device, ours_overrides=args.ours_overrides,
+                     log=lambda text: print(text, file=sys.stderr, flush=True))
     print(
         f"attnflow: this tree vs {result['base'][:12]} ({args.base}), device {result['device']}, "
         f"{result['threads']} thread(s) per side, torch {result['torch']}; median of {result['repeats']} "
-        f"round-robin rounds (one training step after {args.warmup} warm-up, one sampling batch after one)\n"
+        f"round-robin rounds (one training step after {args.warmup} warm-up, one sampling batch after one)"
+        + (f"; this tree with {' '.join(args.ours_overrides)}" if args.ours_overrides else "") + "\n"
     )
     print(format_table(result))
     return 0

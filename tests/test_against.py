@@ -56,3 +56,13 @@ def test_the_worker_measures_in_this_process():
     against = _against()
     answer = against.measure({"preset": "mnist", "overrides": TINY, "batch": 2, "warmup": 0})
     assert answer["train_ms"] > 0 and answer["sample_ms"] > 0 and answer["params_M"] > 0
+
+
+@pytest.mark.skipif(not _in_git_checkout(), reason="needs git and a checkout of the repository")
+def test_ours_only_overrides_reach_this_tree_only():
+    """``--set-ours`` (a setting the base may lack) changes our side's config, not the base's."""
+    against = _against()
+    result = against.compare([against.Config("tiny", "mnist", 2, TINY)], base="HEAD", repeats=1, warmup=0,
+                             threads=1, ours_overrides=["model.hidden=12"])
+    (row,) = result["rows"]
+    assert row["ours_params_M"] > row["base_params_M"]
