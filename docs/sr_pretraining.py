@@ -35,13 +35,6 @@ def run(args: list[str], env: dict) -> str:
     return done.stdout
 
 
-def train_seconds(out: Path, key: str | None = None) -> float:
-    """Seconds between the run's first and last train log lines, per step (``key``: only those lines)."""
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    rows = [r for r in rows if r["split"] == "train" and (key is None or key in r)]
-    return (rows[-1]["time"] - rows[0]["time"]) / (rows[-1]["step"] - rows[0]["step"])
-
-
 def train(out: Path, sets: list[str], env: dict) -> dict:
     if not (out / "checkpoints" / "last.pt").is_file():
         text = run(["train", "--preset", "sr-demo", "--out", str(out), "--overwrite", *QUIET,

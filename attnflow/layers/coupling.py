@@ -229,7 +229,8 @@ def mixture_logistic_inverse(
         full = torch.broadcast_shapes(t.unsqueeze(d).shape, log_pi.shape, mu.shape, log_s.shape)
         lp, m, ls = (v.detach().expand(full).contiguous() for v in (log_pi, mu, log_s))
         # the extreme entries are solved again below; 0 lets them converge at once here
-        t_prob = torch.where(extreme, 0.0, t_safe).expand(lp.sum(d).shape).contiguous()
+        lead = full[:d] + full[d:][1:]  # the full shape without the components' axis
+        t_prob = torch.where(extreme, 0.0, t_safe).expand(lead).contiguous()
         x = _solve_probability_space(t_prob, lp, m, ls, d, max_iter=max_iter)
         if bool(extreme.any()):
             where = extreme.expand_as(x).nonzero(as_tuple=True)

@@ -15,7 +15,7 @@ from attnflow.training import train
 
 
 @pytest.mark.parametrize("family", sorted(TINY_MODELS))
-def test_bf16_networks_keep_the_loss_float32_and_close(family):
+def test_bf16_networks_keep_the_loss_float32_and_close(family, monkeypatch):
     torch.manual_seed(0)
     model = build_model(tiny_model_config(family))
     batch = model.example_batch(4)
@@ -32,13 +32,11 @@ def test_bf16_networks_keep_the_loss_float32_and_close(family):
         seen.append(out.dtype)
         return out
 
-    torch.nn.Conv2d._conv_forward = record
-    try:
-        with network_autocast(torch.bfloat16):
-            torch.manual_seed(1)
-            low = model.bits_per_dim(batch)
-    finally:
-        torch.nn.Conv2d._conv_forward = original
+    monkeypatch.setattr(torch.nn.Conv2d, "_conv_forward", record)
+    with network_autocast(torch.bfloat16):
+        torch.manual_seed(1)
+        low = model.bits_per_dim(batch)
+    monkeypatch.setattr(torch.nn.Conv2d, "_conv_forward", original)
     assert low.dtype == torch.float32 and torch.bfloat16 in seen  # the networks ran in bf16
     assert (low - exact).abs().max() < 0.05 and not torch.equal(low, exact)
     with network_autocast(torch.bfloat16):
