@@ -42,7 +42,7 @@ def main() -> None:
     row = bench_config(config, batch_size=args.batch, device=args.device, repeats=args.repeats, warmup=1,
                        sample=False)
     threads = torch.get_num_threads() if args.device == "cpu" else "-"
-    print(f"| {args.preset} {' '.join(args.overrides)} | {args.batch} | {threads} | {flops / 1e9:.1f} | "
+    print(f"| {args.preset} {' '.join(args.overrides)} | {args.batch} | {threads} | {flops / 1e9:.4g} | "
           f"{row['train_ms']:.0f} | {flops / 1e9 / (row['train_ms'] / 1e3):.0f} |")
 
 
