@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
@@ -19,6 +20,8 @@ __all__ = [
     "Inverse",
     "check_input",
     "check_cond",
+    "UpsampledConcat",
+    "dense_map",
     "zeros_logdet",
     "initialize_data_dependent",
     "invertible_forward",
@@ -133,16 +136,139 @@ def check_input(
             )
 
 
+class UpsampledConcat:
+    """A conditioning map ``cat([fine, upsample_nearest(coarse, factor)], dim=1)`` kept factored.
+
+    SRFlow's encoder stacks features computed at the LR resolution, replicated ``factor`` times up to
+    a flow level, with features computed at the level's own resolution. Kept apart, a convolution
+    of the map can run its coarse part at the coarse resolution
+    (:func:`attnflow.nn.conv2d_on_map`: for a 3x3 kernel and ``factor = 4`` 4x fewer
+    multiply-adds than on the replicated map), with the same result up to rounding.
+    :meth:`dense` builds the ordinary tensor for everything else.
+
+    It offers what the layers and models ask of a conditioning map: ``shape``, ``dim()``,
+    ``dtype``, ``device``, ``is_floating_point()``, ``to(dtype)``, ``expand(n, ...)`` and
+    ``repeat_interleave(n, dim=0)`` along the batch, and :meth:`prepend` (channels in front, as a
+    coupling concatenates its pass-through half).
+    """
+
+    __slots__ = ("fine", "coarse", "factor")
+
+    def __init__(self, fine: Tensor | None, coarse: Tensor, factor: int) -> None:
+        if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
+            raise ValueError(f"UpsampledConcat: factor must be a positive int, got {factor!r}")
+        if not isinstance(coarse, Tensor) or coarse.dim() != 4:
+            got = tuple(coarse.shape) if isinstance(coarse, Tensor) else type(coarse).__name__
+            raise ValueError(f"UpsampledConcat: expected a 4D coarse map [B, C, h, w], got {got}")
+        if fine is not None:
+            b, _, h, w = coarse.shape
+            expected = (b, h * factor, w * factor)
+            if not isinstance(fine, Tensor) or fine.dim() != 4 or (fine.shape[0], *fine.shape[2:]) != expected:
+                got = tuple(fine.shape) if isinstance(fine, Tensor) else type(fine).__name__
+                raise ValueError(
+                    f"UpsampledConcat: the fine map must be [{b}, C, {h * factor}, {w * factor}] "
+                    f"(the coarse map {tuple(coarse.shape)} times factor={factor}), got {got}"
+                )
+            if (fine.dtype, fine.device) != (coarse.dtype, coarse.device):
+                raise ValueError(
+                    f"UpsampledConcat: fine and coarse maps differ in dtype or device "
+                    f"({fine.dtype}, {fine.device} against {coarse.dtype}, {coarse.device})"
+                )
+        self.fine, self.coarse, self.factor = fine, coarse, factor
+
+    @property
+    def fine_channels(self) -> int:
+        return 0 if self.fine is None else self.fine.shape[1]
+
+    @property
+    def shape(self) -> torch.Size:
+        b, c, h, w = self.coarse.shape
+        return torch.Size((b, self.fine_channels + c, h * self.factor, w * self.factor))
+
+    def dim(self) -> int:
+        return 4
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.coarse.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.coarse.device
+
+    def is_floating_point(self) -> bool:
+        return self.coarse.is_floating_point()
+
+    def tensors(self) -> list[Tensor]:
+        """The parts, fine first (what :meth:`with_tensors` takes back)."""
+        return [self.coarse] if self.fine is None else [self.fine, self.coarse]
+
+    def with_tensors(self, tensors: Sequence[Tensor]) -> UpsampledConcat:
+        """The same map built from other tensors of the parts' shapes (see :meth:`tensors`)."""
+        if self.fine is None:
+            return UpsampledConcat(None, tensors[0], self.factor)
+        return UpsampledConcat(tensors[0], tensors[1], self.factor)
+
+    def _map(self, fn: Callable[[Tensor], Tensor]) -> UpsampledConcat:
+        return UpsampledConcat(None if self.fine is None else fn(self.fine), fn(self.coarse), self.factor)
+
+    def dense(self) -> Tensor:
+        """The ordinary ``[B, C, H, W]`` tensor."""
+        up = self.coarse
+        if self.factor > 1:
+            up = F.interpolate(up, scale_factor=self.factor, mode="nearest")
+        return up if self.fine is None else torch.cat([self.fine, up], dim=1)
+
+    def prepend(self, x: Tensor) -> UpsampledConcat:
+        """``cat([x, self], dim=1)``, still factored (``x`` joins the fine part)."""
+        fine = x if self.fine is None else torch.cat([x, self.fine], dim=1)
+        return UpsampledConcat(fine, self.coarse, self.factor)
+
+    def to(self, dtype: torch.dtype) -> UpsampledConcat:
+        return self._map(lambda t: t.to(dtype))
+
+    def detach(self) -> UpsampledConcat:
+        return self._map(Tensor.detach)
+
+    def expand(self, n: int, *rest: int) -> UpsampledConcat:
+        """Along the batch only (``rest`` must be this map's other sizes, as ``Tensor.expand``)."""
+        if tuple(rest) != tuple(self.shape[1:]):
+            raise ValueError(f"UpsampledConcat.expand: only the batch can grow, got sizes {(n, *rest)}")
+        return self._map(lambda t: t.expand(n, *t.shape[1:]))
+
+    def repeat_interleave(self, repeats: int, dim: int = 0) -> UpsampledConcat:
+        if dim != 0:
+            raise ValueError(f"UpsampledConcat.repeat_interleave: only along the batch (dim=0), got dim={dim}")
+        return self._map(lambda t: t.repeat_interleave(repeats, dim=0))
+
+    def __repr__(self) -> str:
+        fine = None if self.fine is None else tuple(self.fine.shape)
+        return f"UpsampledConcat(fine={fine}, coarse={tuple(self.coarse.shape)}, factor={self.factor})"
+
+
+def dense_map(cond: Tensor | UpsampledConcat | None) -> Tensor | None:
+    """``cond`` as an ordinary tensor (an :class:`UpsampledConcat` is built out)."""
+    return cond.dense() if isinstance(cond, UpsampledConcat) else cond
+
+
 def check_cond(
-    layer: nn.Module | str, cond: Tensor | None, x: Tensor, channels: int
-) -> Tensor:
-    """Validate a conditioning map: 4D, ``channels`` channels, same batch and H, W as ``x``."""
+    layer: nn.Module | str,
+    cond: Tensor | UpsampledConcat | None,
+    x: Tensor,
+    channels: int,
+    *,
+    keep_factored: bool = False,
+) -> Tensor | UpsampledConcat:
+    """Validate a conditioning map: 4D, ``channels`` channels, same batch and H, W as ``x``.
+
+    Returns the map; an :class:`UpsampledConcat` comes back as it is with ``keep_factored`` (for a
+    layer whose network can use it, see :func:`attnflow.nn.network_input`), otherwise dense."""
     name = _layer_name(layer)
     if cond is None:
         raise ValueError(
             f"{name}: this layer is conditional and needs cond [B, {channels}, H, W], got None"
         )
-    if not isinstance(cond, Tensor) or cond.dim() != 4:
+    if not isinstance(cond, (Tensor, UpsampledConcat)) or cond.dim() != 4:
         shape = tuple(cond.shape) if isinstance(cond, Tensor) else type(cond).__name__
         raise ValueError(f"{name}: expected a 4D cond [B, {channels}, H, W], got {shape}")
     expected = (x.shape[0], channels, x.shape[2], x.shape[3])
@@ -151,7 +277,7 @@ def check_cond(
             f"{name}: expected cond of shape {expected} (batch and size of the input), "
             f"got {tuple(cond.shape)}"
         )
-    return cond
+    return cond if keep_factored else dense_map(cond)
 
 
 def initialize_data_dependent(
@@ -179,7 +305,7 @@ def initialize_data_dependent(
 # invertible backpropagation: activations recomputed from the outputs on the backward pass
 # ------------------------------------------------------------------------------------------------
 
-Step = Sequence[tuple[Flow, "Tensor | None"]]
+Step = Sequence[tuple[Flow, "Tensor | UpsampledConcat | None"]]
 """One step of flow for :func:`invertible_forward`: its layers in order, each with its ``cond``."""
 
 
@@ -212,12 +338,17 @@ class _RestoredRNG:
 
 class _Plan:
     """What :class:`_InvertibleSteps` runs: the layers of every step, with indices into its
-    tensor arguments (conditions, parameters)."""
+    tensor arguments (the conditions' tensors, parameters).
+
+    A condition is a tensor or an :class:`UpsampledConcat`, whose parts are passed as separate
+    tensors: ``maps[i]`` is ``(template, tensor indices)`` of the ``i``-th distinct condition
+    (``template`` ``None`` for a plain tensor)."""
 
     def __init__(self, steps: Sequence[Step], preserve_rng_state: bool) -> None:
-        conds: dict[int, int] = {}  # id -> index
+        seen: dict[int, int] = {}  # id of a condition -> index into maps
         params: dict[int, int] = {}
         self.conds: list[Tensor] = []
+        self.maps: list[tuple[UpsampledConcat | None, list[int]]] = []
         self.params: list[Tensor] = []
         self.steps: list[list[tuple[Flow, int, list[int]]]] = []
         for step in steps:
@@ -225,10 +356,13 @@ class _Plan:
             for layer, cond in step:
                 ci = -1
                 if cond is not None:
-                    if id(cond) not in conds:
-                        conds[id(cond)] = len(self.conds)
-                        self.conds.append(cond)
-                    ci = conds[id(cond)]
+                    if id(cond) not in seen:
+                        parts = cond.tensors() if isinstance(cond, UpsampledConcat) else [cond]
+                        idx = list(range(len(self.conds), len(self.conds) + len(parts)))
+                        self.conds.extend(parts)
+                        seen[id(cond)] = len(self.maps)
+                        self.maps.append((cond if isinstance(cond, UpsampledConcat) else None, idx))
+                    ci = seen[id(cond)]
                 pidx = []
                 for p in layer.parameters():
                     if p.requires_grad:
@@ -239,6 +373,13 @@ class _Plan:
                 layers.append((layer, ci, pidx))
             self.steps.append(layers)
         self.preserve_rng_state = preserve_rng_state
+
+    def build(self, tensors: Sequence[Tensor]) -> list[Tensor | UpsampledConcat]:
+        """The conditions, made of ``tensors`` (the flattened ones, or leaves standing for them)."""
+        return [
+            tensors[idx[0]] if template is None else template.with_tensors([tensors[i] for i in idx])
+            for template, idx in self.maps
+        ]
 
 
 class _InvertibleSteps(torch.autograd.Function):
@@ -254,7 +395,9 @@ class _InvertibleSteps(torch.autograd.Function):
         # batch folding) depend on requires_grad, so this keeps the values bit for bit those of the
         # ordinary path, while only one layer's activations are alive at a time.
         needs = ctx.needs_input_grad
-        leaves = [c.detach().requires_grad_(bool(n)) for c, n in zip(conds, needs[3 : 3 + len(conds)])]
+        leaves = plan.build(
+            [c.detach().requires_grad_(bool(n)) for c, n in zip(conds, needs[3 : 3 + len(conds)])]
+        )
         h = x.detach().requires_grad_(bool(needs[1]))
         states = []
         for step in plan.steps:
@@ -280,33 +423,31 @@ class _InvertibleSteps(torch.autograd.Function):
         n_conds = len(conds)
         cond_needs = ctx.needs_input_grad[3 : 3 + n_conds]
         cond_leaves = [c.detach().requires_grad_(bool(need)) for c, need in zip(conds, cond_needs)]
+        cond_maps = plan.build(cond_leaves)
         cond_grads: list[Tensor | None] = [None] * n_conds
         param_grads: list[Tensor | None] = [None] * len(plan.params)
         layers = [item for step in plan.steps for item in step]
         h = h.detach()
         for j in reversed(range(len(layers))):
             layer, ci, pidx = layers[j]
-            cond = None if ci < 0 else cond_leaves[ci]
+            cond = None if ci < 0 else cond_maps[ci]
             with _RestoredRNG(ctx.states[j], ctx.devices), torch.no_grad():
                 x, _ = layer.inverse(h, None if cond is None else cond.detach())
             with _RestoredRNG(ctx.states[j], ctx.devices), torch.enable_grad():
                 x_leaf = x.detach().requires_grad_(True)
                 y, ld = layer(x_leaf, cond)
                 pairs = [(t, g) for t, g in ((y, grad_h), (ld, grad_logdet)) if t.requires_grad]
-                wrt = [x_leaf]
-                if cond is not None and cond.requires_grad:
-                    wrt.append(cond)
-                wrt += [plan.params[i] for i in pidx]
+                # the condition's tensors that need a gradient, by index into the flattened ones
+                cis = [] if ci < 0 else [i for i in plan.maps[ci][1] if cond_leaves[i].requires_grad]
+                wrt = [x_leaf, *(cond_leaves[i] for i in cis), *(plan.params[i] for i in pidx)]
                 grads = torch.autograd.grad(
                     [t for t, _ in pairs], wrt, [g for _, g in pairs], allow_unused=True
                 )
             grad_h = grads[0] if grads[0] is not None else torch.zeros_like(x)
-            rest = list(grads[1:])
-            if cond is not None and cond.requires_grad:
-                g = rest.pop(0)
+            for i, g in zip(cis, grads[1 : 1 + len(cis)]):
                 if g is not None:
-                    cond_grads[ci] = g if cond_grads[ci] is None else cond_grads[ci] + g
-            for i, g in zip(pidx, rest):
+                    cond_grads[i] = g if cond_grads[i] is None else cond_grads[i] + g
+            for i, g in zip(pidx, grads[1 + len(cis) :]):
                 if g is not None:
                     param_grads[i] = g if param_grads[i] is None else param_grads[i] + g
             h = x.detach()

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..core import Flow, check_cond, check_input
-from ..nn import GlowNet, bounded_scale, interleaved_halves, run_network
+from ..core import Flow, UpsampledConcat, check_cond, check_input
+from ..nn import GlowNet, bounded_scale, interleaved_halves, network_input, run_network
 
 __all__ = [
     "AffineCoupling",
@@ -26,8 +26,16 @@ __all__ = [
 ]
 
 
-def _net_input(x_id: Tensor, cond: Tensor | None) -> Tensor:
-    return x_id if cond is None else torch.cat([x_id, cond], dim=1)
+def _net_input(
+    net: nn.Module, x_id: Tensor, cond: Tensor | UpsampledConcat | None
+) -> Tensor | UpsampledConcat:
+    """``[x_id, cond]`` for ``net`` (still factored when ``cond`` is an :class:`UpsampledConcat` and
+    the network takes one, see :func:`~attnflow.nn.network_input`)."""
+    if cond is None:
+        return x_id
+    if isinstance(cond, UpsampledConcat):
+        return network_input(net, cond.prepend(x_id))
+    return torch.cat([x_id, cond], dim=1)
 
 
 class _Coupling(Flow):
@@ -48,7 +56,7 @@ class _Coupling(Flow):
     def _split(self, x: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
         check_input(self, x, self.channels)
         if self.cond_channels:
-            cond = check_cond(self, cond, x, self.cond_channels)
+            cond = check_cond(self, cond, x, self.cond_channels, keep_factored=True)
         else:
             cond = None
         x_id, x_tr = x.split([self.id_channels, self.tr_channels], dim=1)  # one gradient in backward
@@ -77,7 +85,7 @@ class AffineCoupling(_Coupling):
         self.net = net or GlowNet(self.id_channels + cond_channels, 2 * self.tr_channels, hidden)
 
     def _shift_scale(self, x_id: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor]:
-        h = run_network(self.net, _net_input(x_id, cond))
+        h = run_network(self.net, _net_input(self.net, x_id, cond))
         shift, raw_scale = interleaved_halves(h)
         return shift, bounded_scale(raw_scale, self.eps)
 
@@ -138,8 +146,8 @@ class AffineInjector(Flow):
 
     def _shift_scale(self, x: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor]:
         check_input(self, x, self.channels)
-        cond = check_cond(self, cond, x, self.cond_channels)
-        h = run_network(self.net, cond)
+        cond = check_cond(self, cond, x, self.cond_channels, keep_factored=True)
+        h = run_network(self.net, network_input(self.net, cond))
         shift, raw_scale = interleaved_halves(h)
         return shift, bounded_scale(raw_scale, self.eps)
 
@@ -412,7 +420,7 @@ class MixtureLogisticCoupling(_Coupling):
         self.rescale = nn.Parameter(torch.ones(1, self.tr_channels, 1, 1))
 
     def _params(self, x_id: Tensor, cond: Tensor | None) -> tuple[Tensor, ...]:
-        h = run_network(self.net, _net_input(x_id, cond))
+        h = run_network(self.net, _net_input(self.net, x_id, cond))
         b, _, height, width = h.shape
         k = self.components
         # [B, 2 + 3K, C, H, W] as the network lays it out; the mixture's components stay on axis 1

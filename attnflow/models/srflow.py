@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import ConfigError
-from ..core import Flow, Sequential
+from ..core import Flow, Sequential, UpsampledConcat
 from ..layers import (
     ActNorm,
     AffineInjector,
@@ -200,16 +200,22 @@ class RRDBEncoder(nn.Module):
             h = F.leaky_relu(trunk[k], 0.2)
         return trunk, tapped, h
 
-    def forward(self, lr: Tensor) -> list[Tensor]:
+    def forward(self, lr: Tensor) -> list[Tensor | UpsampledConcat]:
+        """One map per level; above the LR resolution an :class:`~attnflow.core.UpsampledConcat`
+        (the tapped blocks' outputs stay at the LR resolution, so the flow's networks convolve them
+        there), otherwise a tensor."""
         trunk, tapped, _ = self.trunk_features(lr)
         lr_fea = trunk[0]
         stack = torch.cat(tapped, dim=1) if tapped else None
-        maps = []
+        maps: list[Tensor | UpsampledConcat] = []
         for e in self.octaves:
-            parts = [trunk[e] if e >= 0 else _resize_octaves(lr_fea, e)]
-            if stack is not None:
-                parts.append(_resize_octaves(stack, e))
-            maps.append(torch.cat(parts, dim=1))
+            fine = trunk[e] if e >= 0 else _resize_octaves(lr_fea, e)
+            if stack is None:
+                maps.append(fine)
+            elif e > 0:
+                maps.append(UpsampledConcat(fine, stack, 2**e))
+            else:
+                maps.append(torch.cat([fine, _resize_octaves(stack, e)], dim=1))
         return maps
 
     # --- pretrained weights ---------------------------------------------------------------------

@@ -11,12 +11,13 @@ import pytest
 import torch
 
 from attnflow.config import ConfigError, list_presets, load_preset
-from attnflow.core import initialize_data_dependent
+from attnflow.core import UpsampledConcat, dense_map, initialize_data_dependent
 from attnflow.evaluation.super_resolution import bicubic_upscale, evaluate_bicubic
 from attnflow.layers import InvConv1x1, ITrans
 from attnflow.models import build_model, dequantization_noise
 from attnflow.models.srflow import RRDBEncoder, SRFlow, conditional_step
 from attnflow.models.steps import AttentionConfig
+from attnflow.nn import GlowNet
 from attnflow.testing import check_flow, check_model, perturb_parameters, train_steps
 
 TINY_ENCODER = dict(features=8, blocks=2, growth=4, taps=[0, 1])
@@ -137,6 +138,13 @@ def test_encoder_levels_and_channels():
     assert enc.out_channels == 24
     assert [tuple(m.shape) for m in maps] == [(2, 24, 16, 24), (2, 24, 8, 12), (2, 24, 4, 6), (2, 24, 2, 3)]
     assert len(enc.upconvs) == 2
+    # above the LR resolution the tapped blocks stay at the LR resolution (factored maps)
+    assert [type(m) for m in maps] == [UpsampledConcat, UpsampledConcat, torch.Tensor, torch.Tensor]
+    assert [m.factor for m in maps[:2]] == [4, 2] and maps[0].coarse is maps[1].coarse
+    assert tuple(maps[0].coarse.shape) == (2, 16, 4, 6) and maps[0].fine_channels == 8
+    up = torch.nn.functional.interpolate(maps[2][:, 8:], scale_factor=4, mode="nearest")
+    torch.testing.assert_close(maps[0].dense()[:, 8:], up, rtol=0, atol=0)
+    maps = [dense_map(m) for m in maps]
     # below the LR resolution the features are 2x2 averages of the LR-level features
     torch.testing.assert_close(maps[3], torch.nn.functional.avg_pool2d(maps[2], 2))
     # the default SRFlow encoder: 64 + 4 * 64 = 320 conditioning channels
@@ -155,7 +163,7 @@ def test_batch_independence():
         conds1 = model.level_conditions(lr[1:2])
     torch.testing.assert_close(joint, single, rtol=1e-12, atol=1e-9)
     for c, c1 in zip(conds, conds1):
-        torch.testing.assert_close(c[1:2], c1, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(dense_map(c)[1:2], dense_map(c1), rtol=1e-12, atol=1e-12)
 
 
 def test_sampling_shapes_any_lr_size():
@@ -387,3 +395,32 @@ def test_itrans_layers_present_in_conditional_steps_only():
     assert per_level == [2, 2]
     parities = [m.parity for m in model.modules() if isinstance(m, ITrans)]
     assert parities == [0, 1, 0, 1]
+
+
+def test_factored_conditions_give_the_dense_result(monkeypatch):
+    """The levels above the LR resolution get factored maps, whose coarse part the networks convolve
+    at the LR resolution: log-likelihood, every gradient and samples as with the dense maps."""
+    model = moved(tiny(8, 3, "imap"), 8, 2).train()
+    hr, lr = pair(8, 2, 3)
+    conds = model.level_conditions(lr)
+    assert [isinstance(c, UpsampledConcat) for c in conds] == [True, True, False]
+
+    def run():
+        torch.manual_seed(1)
+        loss = -model.log_prob(hr, lr).mean()
+        grads = torch.autograd.grad(loss, list(model.parameters()), allow_unused=True)
+        torch.manual_seed(2)
+        with torch.no_grad():
+            sample = model.eval().sample(3, lr, temperature=0.7)
+        model.train()
+        return loss.detach(), grads, sample
+
+    loss_f, grads_f, sample_f = run()
+    monkeypatch.setattr(GlowNet, "takes_upsampled_concat", False)  # every network sees dense maps
+    loss_d, grads_d, sample_d = run()
+    torch.testing.assert_close(loss_f, loss_d, rtol=1e-12, atol=0)
+    for a, b in zip(grads_d, grads_f):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(b, a, rtol=1e-9, atol=1e-12)
+    assert torch.equal(sample_f, sample_d)

@@ -1,0 +1,83 @@
+"""Convolution of a nearest-upsampled map at the coarse resolution (``attnflow.nn``), brute force:
+every result is compared with the direct convolution of the upsampled (dense) map, values and
+gradients, in the session's dtype (float64 by default)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from attnflow.core import UpsampledConcat
+from attnflow.nn import GlowNet, conv2d_on_map, conv3x3_upsampled, network_input
+
+
+def _tol(dtype):
+    return dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-4)
+
+
+def _up(x, factor):
+    return F.interpolate(x, scale_factor=factor, mode="nearest")
+
+
+@pytest.mark.parametrize("factor", [1, 2, 3, 4, 8])
+@pytest.mark.parametrize("size", [(1, 1), (2, 3), (5, 4)])
+def test_conv3x3_upsampled_equals_the_direct_convolution(factor, size, device, dtype):
+    x = torch.randn(2, 5, *size, dtype=dtype, device=device, requires_grad=True)
+    w = torch.randn(7, 5, 3, 3, dtype=dtype, device=device, requires_grad=True)
+    g = torch.randn(2, 7, size[0] * factor, size[1] * factor, dtype=dtype, device=device)
+    direct = F.conv2d(_up(x, factor), w, padding=1)
+    folded = conv3x3_upsampled(x, w, factor)
+    torch.testing.assert_close(folded, direct, **_tol(dtype))
+    ga = torch.autograd.grad(direct, [x, w], g)
+    gb = torch.autograd.grad(folded, [x, w], g)
+    for a, b in zip(ga, gb):
+        torch.testing.assert_close(b, a, **_tol(dtype))
+
+
+def test_conv3x3_upsampled_gradcheck():
+    x = torch.randn(1, 2, 2, 3, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, 2, 3, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: conv3x3_upsampled(a, b, 4), (x, w))
+
+
+def test_conv3x3_upsampled_rejects_other_kernels():
+    with pytest.raises(ValueError, match=r"\[O, 4, 3, 3\] weight"):
+        conv3x3_upsampled(torch.randn(1, 4, 2, 2), torch.randn(3, 4, 5, 5), 2)
+
+
+@pytest.mark.parametrize("fine_channels", [0, 3])
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv2d_on_map_equals_the_dense_map(fine_channels, bias, device, dtype):
+    coarse = torch.randn(2, 4, 3, 2, dtype=dtype, device=device, requires_grad=True)
+    fine = torch.randn(2, fine_channels, 12, 8, dtype=dtype, device=device, requires_grad=True)
+    m = UpsampledConcat(fine if fine_channels else None, coarse, 4)
+    conv = torch.nn.Conv2d(fine_channels + 4, 6, 3, padding=1, bias=bias).to(device, dtype)
+    out, ref = conv2d_on_map(conv, m), conv(m.dense())
+    torch.testing.assert_close(out, ref, **_tol(dtype))
+    inputs = [coarse, *conv.parameters()] + ([fine] if fine_channels else [])
+    g = torch.randn_like(ref)
+    for a, b in zip(torch.autograd.grad(ref, inputs, g), torch.autograd.grad(out, inputs, g)):
+        torch.testing.assert_close(b, a, **_tol(dtype))
+
+
+@pytest.mark.parametrize("kind", ["1x1", "strided", "factor 1"])
+def test_conv2d_on_map_falls_back_to_the_dense_map(kind, dtype):
+    factor = 1 if kind == "factor 1" else 2
+    m = UpsampledConcat(torch.randn(1, 2, 4 * factor, 4 * factor, dtype=dtype), torch.randn(1, 3, 4, 4, dtype=dtype), factor)
+    conv = {
+        "1x1": torch.nn.Conv2d(5, 4, 1),
+        "strided": torch.nn.Conv2d(5, 4, 3, padding=1, stride=2),
+        "factor 1": torch.nn.Conv2d(5, 4, 3, padding=1),
+    }[kind].to(dtype)
+    torch.testing.assert_close(conv2d_on_map(conv, m), conv(m.dense()), rtol=0, atol=0)
+
+
+def test_network_input_keeps_the_map_factored_only_for_networks_that_take_it():
+    m = UpsampledConcat(None, torch.randn(1, 3, 2, 2), 2)
+    assert network_input(GlowNet(3, 4, 8), m) is m
+    plain = network_input(torch.nn.Conv2d(3, 4, 3, padding=1), m)
+    assert isinstance(plain, torch.Tensor) and plain.shape == (1, 3, 4, 4)
+    net = GlowNet(3, 4, 8).double()
+    for p in net.parameters():
+        p.data.normal_()
+    m = UpsampledConcat(None, torch.randn(2, 3, 2, 3, dtype=torch.float64), 4)
+    torch.testing.assert_close(net(m), net(m.dense()), rtol=1e-10, atol=1e-10)
