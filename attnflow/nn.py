@@ -129,6 +129,13 @@ class ActNormNet(ActNormParams):
         self._maybe_initialize(x)
         return (x + self.bias) * self.logs.exp()
 
+    def fold_into(self, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor]:
+        """``(W', b')`` of the convolution followed by this actnorm, as one convolution:
+        ``(W * x + b + beta) e^s = (W e^s) * x + (b + beta) e^s`` (per output channel)."""
+        scale = self.logs.exp().view(-1)
+        shift = self.bias.view(-1) if bias is None else bias + self.bias.view(-1)
+        return weight * scale.view(-1, *([1] * (weight.dim() - 1))), shift * scale
+
 
 class ZeroConv2d(nn.Module):
     """Zero-initialised convolution with a learned output scale ``exp(3 * logs)`` (Glow's Conv2dZeros).
@@ -144,7 +151,10 @@ class ZeroConv2d(nn.Module):
         self.logs = nn.Parameter(torch.zeros(1, out_channels, 1, 1))
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.conv(x) * torch.exp(3.0 * self.logs)
+        # (W * x + b) e^{3 logs} as one convolution with the scale folded into W and b
+        scale = torch.exp(3.0 * self.logs).view(-1)
+        conv = self.conv
+        return F.conv2d(x, conv.weight * scale.view(-1, 1, 1, 1), conv.bias * scale, padding=conv.padding)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -196,43 +206,51 @@ def conv3x3_upsampled(coarse: Tensor, weight: Tensor, factor: int) -> Tensor:
         )
     m, phase_type, start = _phase_plan(factor)
     t = m.shape[0]
-    # the folded kernels in the weight's own precision (no autocast: these are sums of taps)
+    # the folded kernels W_eff[r, c, o, i, a, b] = sum_kl M[r, a, k] W[o, i, k, l] M[c, b, l], as two
+    # matrix products over the taps, in the weight's own precision (no autocast: sums of taps)
     with torch.autocast(weight.device.type, enabled=False):
-        m = m.to(weight.dtype if weight.is_floating_point() else torch.float32).to(weight.device)
-        w_eff = torch.einsum("rak,oikl,cbl->rcoiab", m, weight, m).reshape(t * t * o, i, 2, 2)
+        mm = m.to(device=weight.device, dtype=weight.dtype).reshape(2 * t, 3)
+        rows = mm @ weight.permute(2, 3, 0, 1).reshape(3, -1)  # [(r a), (l o i)]
+        rows = rows.view(2 * t, 3, o * i).transpose(0, 1).reshape(3, -1)  # [l, (r a o i)]
+        w_eff = (mm @ rows).view(t, 2, t, 2, o, i).permute(2, 0, 4, 5, 3, 1).reshape(t * t * o, i, 2, 2)
     if w_eff.dtype != coarse.dtype and not torch.is_autocast_enabled(coarse.device.type):
         w_eff = w_eff.to(coarse.dtype)
     b, _, h, w = coarse.shape
     y = F.conv2d(coarse, w_eff, None, padding=1)  # [B, T*T*O, h+1, w+1]; row i' reads rows i'-1, i'
-    y = y.view(b, t, t, o, h + 1, w + 1).permute(0, 3, 1, 4, 2, 5).reshape(b, o, t * (h + 1), t * (w + 1))
-
-    def index(n: int) -> Tensor:  # output position f*i+p -> type(p)*(n+1) + i + start + 1
-        pos = torch.arange(n * factor, device=coarse.device)
-        ty = torch.tensor(phase_type, device=coarse.device)[pos % factor]
-        st = torch.tensor(start, device=coarse.device)[ty]
-        return ty * (n + 1) + pos // factor + st + 1
-
-    return y.index_select(2, index(h)).index_select(3, index(w))
+    y = y.view(b, t, t, o, h + 1, w + 1)
+    # output row f*i+p is row i + start + 1 of its type's slab (likewise the columns)
+    slab = [(phase_type[p], start[phase_type[p]] + 1) for p in range(factor)]
+    rows = torch.stack([y[:, r, :, :, s : s + h] for r, s in slab], dim=4)  # [B, T, O, h, f, w+1]
+    out = torch.stack([rows[:, c, ..., s : s + w] for c, s in slab], dim=-1)  # [B, O, h, f, w, f]
+    return out.reshape(b, o, h * factor, w * factor)
 
 
-def conv2d_on_map(conv: nn.Conv2d, x: Tensor | UpsampledConcat) -> Tensor:
-    """``conv(x)``; for an :class:`~attnflow.core.UpsampledConcat` and a 3x3 "same" convolution,
-    the coarse part's share is computed at the coarse resolution (:func:`conv3x3_upsampled`),
-    the fine part's as usual, and the two are added (other convolutions see the dense map)."""
+def conv2d_on_map(
+    conv: nn.Conv2d,
+    x: Tensor | UpsampledConcat,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+) -> Tensor:
+    """``conv(x)`` (with ``weight`` and ``bias`` in place of the module's when given); for an
+    :class:`~attnflow.core.UpsampledConcat` and a 3x3 "same" convolution, the coarse part's share is
+    computed at the coarse resolution (:func:`conv3x3_upsampled`), the fine part's as usual, and the
+    two are added (other convolutions see the dense map)."""
+    if weight is None:
+        weight, bias = conv.weight, conv.bias
     if not isinstance(x, UpsampledConcat):
-        return conv(x)
+        return conv._conv_forward(x, weight, bias)
     plain = (
         conv.kernel_size == (3, 3) and conv.padding == (1, 1) and conv.stride == (1, 1)
         and conv.dilation == (1, 1) and conv.groups == 1 and conv.padding_mode == "zeros"
     )
     if not plain or x.factor == 1:
-        return conv(x.dense())
+        return conv._conv_forward(x.dense(), weight, bias)
     nf = x.fine_channels
-    w_fine, w_coarse = conv.weight.split([nf, conv.weight.shape[1] - nf], dim=1)
+    w_fine, w_coarse = weight.split([nf, weight.shape[1] - nf], dim=1)
     out = conv3x3_upsampled(x.coarse, w_coarse, x.factor)
     if x.fine is not None:
-        return F.conv2d(x.fine, w_fine, conv.bias, padding=1) + out
-    return out if conv.bias is None else out + conv.bias.view(1, -1, 1, 1)
+        return F.conv2d(x.fine, w_fine, bias, padding=1) + out
+    return out if bias is None else out + bias.view(1, -1, 1, 1)
 
 
 def network_input(net: nn.Module, x: Tensor | UpsampledConcat) -> Tensor | UpsampledConcat:
@@ -262,8 +280,14 @@ class GlowNet(nn.Module):
         self.conv_out = ZeroConv2d(hidden, out_channels)
 
     def forward(self, x: Tensor | UpsampledConcat) -> Tensor:
-        h = F.relu(self.norm_in(conv2d_on_map(self.conv_in, x)))
-        h = F.relu(self.norm_mid(self.conv_mid(h)))
+        if self.norm_in._init_pending or self.norm_mid._init_pending:  # the init sees conv outputs
+            h = F.relu(self.norm_in(conv2d_on_map(self.conv_in, x)))
+            h = F.relu(self.norm_mid(self.conv_mid(h)))
+            return self.conv_out(h)
+        # each actnorm folded into the convolution before it (one pass over the map fewer each)
+        h = F.relu(conv2d_on_map(self.conv_in, x, *self.norm_in.fold_into(self.conv_in.weight, None)))
+        w, b = self.norm_mid.fold_into(self.conv_mid.weight, None)
+        h = F.relu(F.conv2d(h, w, b))
         return self.conv_out(h)
 
 
