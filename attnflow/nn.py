@@ -250,7 +250,7 @@ def conv2d_on_map(
     out = conv3x3_upsampled(x.coarse, w_coarse, x.factor)
     if x.fine is not None:
         return F.conv2d(x.fine, w_fine, bias, padding=1) + out
-    return out if bias is None else out + bias.view(1, -1, 1, 1)
+    return out if bias is None else out + bias.to(out.dtype).view(1, -1, 1, 1)  # autocast: out's dtype
 
 
 def network_input(net: nn.Module, x: Tensor | UpsampledConcat) -> Tensor | UpsampledConcat:

@@ -31,7 +31,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import ConfigError
+from ..core import UpsampledConcat
 from ..evaluation.image_metrics import psnr
+from ..nn import conv2d_on_map
 from .base import TrainableModel, check_count, check_temperature
 from .options import cond_options
 from .srflow import RRDBEncoder, _log2_exact, sr_side_by_side
@@ -137,7 +139,7 @@ class RRDBNet(TrainableModel):
         """The SR prediction on the 0..1 scale (unclamped), ``[B, C, h * scale, w * scale]``."""
         _, _, top = self.encoder.trunk_features(self.check_lr(lr))
         for conv in self.extra_upconvs:
-            top = F.leaky_relu(conv(F.interpolate(top, scale_factor=2, mode="nearest")), 0.2)
+            top = F.leaky_relu(conv2d_on_map(conv, UpsampledConcat(None, top, 2)), 0.2)
         return self.conv_last(F.leaky_relu(self.hr_conv(top), 0.2))
 
     def _to_uint8(self, pred: Tensor) -> Tensor:

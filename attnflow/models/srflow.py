@@ -56,6 +56,7 @@ from ..layers import (
     InvConv1x1,
     ITrans,
 )
+from ..nn import conv2d_on_map
 from ..priors import DiagonalGaussian, Prior, StandardNormal
 from .base import check_temperature
 from .multiscale import MultiScaleFlow, build_levels
@@ -196,7 +197,8 @@ class RRDBEncoder(nn.Module):
         trunk = {0: lr_fea}
         h = lr_fea
         for k, conv in enumerate(self.upconvs, 1):
-            trunk[k] = conv(F.interpolate(h, scale_factor=2, mode="nearest"))
+            # conv3x3 of the nearest-upsampled map, computed at the coarse resolution (same values)
+            trunk[k] = conv2d_on_map(conv, UpsampledConcat(None, h, 2))
             h = F.leaky_relu(trunk[k], 0.2)
         return trunk, tapped, h
 
