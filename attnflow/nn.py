@@ -339,28 +339,6 @@ def _position_encoding(length: int, channels: int, dtype: torch.dtype, device) -
     return enc.to(dtype)
 
 
-#: on CPU, heads narrower than this are zero-padded to it for the attention kernel (see _attention)
-CPU_MIN_HEAD_DIM = 16
-
-
-def _attention(q: Tensor, k: Tensor, v: Tensor, dropout_p: float) -> Tensor:
-    """``scaled_dot_product_attention`` with the scale ``1 / sqrt(d)`` of the given head width.
-
-    On CPU, heads narrower than :data:`CPU_MIN_HEAD_DIM` are zero-padded to it: the zeros add
-    nothing to ``q . k`` or to the output (the padded output columns are dropped), and the fused CPU
-    kernel is faster on 16-wide rows than on 8-wide ones (about 1.3x forward and backward at
-    ``[32, 4, 196, 8]``, the demo's first level); the result is equal up to rounding.
-    """
-    d = q.shape[-1]
-    if q.device.type != "cpu" or d >= CPU_MIN_HEAD_DIM:
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
-    pad = (0, CPU_MIN_HEAD_DIM - d)
-    out = F.scaled_dot_product_attention(
-        F.pad(q, pad), F.pad(k, pad), F.pad(v, pad), dropout_p=dropout_p, scale=d**-0.5
-    )
-    return out[..., :d]
-
-
 class _GatedAttention(nn.Module):
     """Flow++ gated multi-head self-attention over all positions, with a sinusoidal position code.
 
@@ -406,9 +384,9 @@ class _GatedAttention(nn.Module):
         if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
             # under network_autocast, the CPU's bfloat16 attention kernel is slower than float32's
             with torch.autocast("cpu", enabled=False):
-                out = _attention(q.float(), k.float(), v.float(), p).to(q.dtype)
+                out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), dropout_p=p).to(q.dtype)
         else:
-            out = _attention(q, k, v, p)
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
         out = out.transpose(1, 2).reshape(b, h, w, c).permute(0, 3, 1, 2)
         if self.dropout_on == "output":
             out = F.dropout(out, self.dropout, self.training)

@@ -98,18 +98,3 @@ def test_glownet_with_folded_actnorms_equals_the_layer_by_layer_network(dtype):
     ref = net.conv_out.conv(h) * torch.exp(3.0 * net.conv_out.logs)
     torch.testing.assert_close(net(x), ref, **_tol(dtype))
     assert not torch.allclose(first, ref)
-
-
-@pytest.mark.parametrize("head_dim", [4, 8, 16])
-def test_attention_with_padded_heads_equals_the_plain_kernel(head_dim, dtype):
-    """Heads narrower than CPU_MIN_HEAD_DIM are zero-padded for the CPU kernel: same values and
-    gradients as the plain kernel with its own 1/sqrt(d) scale."""
-    from attnflow.nn import CPU_MIN_HEAD_DIM, _attention
-
-    q, k, v = (torch.randn(2, 3, 10, head_dim, dtype=dtype, requires_grad=True) for _ in range(3))
-    out, ref = _attention(q, k, v, 0.0), F.scaled_dot_product_attention(q, k, v)
-    assert out.shape == ref.shape and (head_dim < CPU_MIN_HEAD_DIM) == (head_dim in (4, 8))
-    torch.testing.assert_close(out, ref, **_tol(dtype))
-    g = torch.randn_like(ref)
-    for a, b in zip(torch.autograd.grad(ref, [q, k, v], g), torch.autograd.grad(out, [q, k, v], g)):
-        torch.testing.assert_close(b, a, **_tol(dtype))
