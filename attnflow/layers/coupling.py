@@ -342,11 +342,23 @@ def _solve_probability_space(
         x, t, lo0, hi0 = x.to(f64), t.to(f64), lo0.to(f64), hi0.to(f64)
         inv_s = torch.exp(-log_s.to(f64))
         pi = torch.exp(log_pi.to(f64))
-        args = (t, -mu.to(f64) * inv_s, inv_s, pi, pi * inv_s, d)
-        for _ in range(2):
-            g, slope = _logit_residual(x, *args)
-            newton = x - g / slope
-            x = torch.where(torch.isfinite(newton) & (newton >= lo0) & (newton <= hi0), newton, x)
+        offset, pi_inv_s = -mu.to(f64) * inv_s, pi * inv_s
+        g, slope = _logit_residual(x, t, offset, inv_s, pi, pi_inv_s, d)
+        newton = x - g / slope
+        ok = torch.isfinite(newton) & (newton >= lo0) & (newton <= hi0)
+        # Newton converges quadratically here: after a step of at most 1e-6 (relative to 1 + |x|)
+        # the next one is below float32's resolution, so a second step is taken only where the
+        # first was larger (a small share of the entries; the rest is not evaluated again)
+        again = ok & ((newton - x).abs() > 1e-6 * (1 + x.abs()))
+        x = torch.where(ok, newton, x)
+        if bool(again.any()):
+            where = again.nonzero(as_tuple=True)
+            pick = [v.movedim(d, -1)[where] for v in (offset, inv_s, pi, pi_inv_s)]
+            xs = x[where]
+            g, slope = _logit_residual(xs, t[where], *pick, -1)
+            newton = xs - g / slope
+            ok = torch.isfinite(newton) & (newton >= lo0[where]) & (newton <= hi0[where])
+            x[where] = torch.where(ok, newton, xs)
         x = x.to(log_s.dtype)
     return x
 
