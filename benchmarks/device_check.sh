@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-shot GPU check for the lent H200 (device tool): CUDA correctness tests, then the speed
-# tables of issues 2-5. Each stage has its own time limit so a slow one cannot eat the rest.
+# tables of issues 2-5 and 11. Each stage has its own time limit so a slow one cannot eat the rest
+# (540 s in all, under the device's 600 s per command).
 # Logs go to ${OUT:-/tmp/attnflow-device}/STAGE.txt.
 set -u
 OUT=${OUT:-/tmp/attnflow-device}
@@ -22,12 +23,15 @@ stage() {  # stage NAME SECONDS COMMAND...
 }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" | tee -a "$OUT/gpu.txt"
-stage tests 70 python3 -m pytest -q -x -p no:cacheprovider --device cuda tests/test_layers.py tests/test_arprior.py
+stage tests 90 python3 -m pytest -q -x -p no:cacheprovider --device cuda tests/layers/test_layers.py \
+  tests/priors/test_autoregressive.py tests/test_nn.py tests/test_core.py
 stage layers 30 python3 benchmarks/layers.py --device cuda
-stage train_96 150 python3 benchmarks/train_step.py --device cuda --configs 3-4-96 --batch-sizes 32 256 --repeats 5
-stage train_48 50 python3 benchmarks/train_step.py --device cuda --configs 3-2-48 --batch-sizes 32 --repeats 5
-stage sr 90 python3 benchmarks/sr_step.py --device cuda --repeats 5
-stage translate 70 python3 benchmarks/translate_step.py --device cuda --repeats 3 --warmup 1
+stage train_96 120 python3 benchmarks/train_step.py --device cuda --configs 3-4-96 --batch-sizes 32 256 --repeats 5
+stage sr 60 python3 benchmarks/sr_step.py --device cuda --repeats 5
+# achieved FLOP rates (issue 11 item 4: img/s beside TFLOP/s)
+stage flops_96_b32 45 python3 benchmarks/flops.py --device cuda --preset cifar10-3-4-96 --batch 32
+stage flops_96_b256 60 python3 benchmarks/flops.py --device cuda --preset cifar10-3-4-96 --batch 256
+stage flops_sr11_b16 45 python3 benchmarks/flops.py --device cuda --preset celeba-sr-8x-1-1-none --batch 16
 stage train_96_compiled 90 python3 benchmarks/train_step.py --device cuda --configs 3-4-96 --batch-sizes 32 \
   --attentions none imap --repeats 5 --no-sample --compile
 echo "done $(date +%T)"
