@@ -222,7 +222,8 @@ def mixture_logistic_inverse(
     ``F`` and ``1 - F`` are normal numbers: an underflow at an iterate only makes the residual
     infinite with the right sign (a bisection step). Entries whose target is too extreme for that
     (``|logit| > -log(tiny) - 10``: about 77 in float32, 698 in float64) are solved in log space
-    instead. A float16/bfloat16/float32 solve is polished by Newton steps in float64.
+    instead. A float16/bfloat16/float32 solve is polished by a Newton step in float64 (a second one
+    where the first moved x by more than 1e-6).
     Non-finite targets give NaN. Differentiable in the parameters via one last Newton step
     (implicit-function gradient), taken only when a gradient is needed.
     """
