@@ -108,6 +108,9 @@ DEFAULTS: dict[str, Any] = {
         # recompute each step's activations from its output on the backward pass (inverse + re-run):
         # memory that does not grow with depth, for about one more forward per step
         "invertible_backprop": False,
+        # decide the non-finite guard's skip on the device, without a host read inside the step
+        # (for GPUs; its counters are read at the log, evaluation and checkpoint points)
+        "device_guard": False,
     },
 }
 

@@ -77,7 +77,7 @@ def check_config(config: dict) -> dict:
     _number("train.lr", t.get("lr"), 0, strict=True)
     _number("train.weight_decay", t.get("weight_decay", 0), 0)
     _number("train.grad_clip", t.get("grad_clip"), 0, allow_none=True)
-    for key in ("invertible_backprop",):
+    for key in ("invertible_backprop", "device_guard"):
         if key in t and not isinstance(t[key], bool):
             raise ConfigError(f"train.{key} must be true or false, got {t[key]!r}")
     if t.get("autocast") is not None and t["autocast"] not in ("bf16", "fp16"):

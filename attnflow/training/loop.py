@@ -51,6 +51,7 @@ from ..models import TrainableModel, build_model, complete_config
 from ..nn import AUTOCAST_DTYPES, network_autocast
 from .checkpoint import load_checkpoint, load_weights, rng_state, save_checkpoint, set_rng_state
 from .checks import check_config, check_device
+from .guard import DeviceGuard
 from .logging import log_attention, log_jsonl, plot_curves
 from .optim import lr_factor, make_optimizer
 from .pretraining import ConditionerPretraining
@@ -333,7 +334,10 @@ def _train(config: dict, out: Path, *, device, resume: bool, progress: bool, sto
     if t.get("compile"):
         net = torch.compile(net)
     low_precision = AUTOCAST_DTYPES.get(t.get("autocast"))
-    optimizer = make_optimizer(model, t)
+    device_guard = bool(t.get("device_guard"))
+    # the device guard restores the optimiser's step counters too: on CUDA they must live there
+    capturable = device_guard and dev.type == "cuda"
+    optimizer = make_optimizer(model, t, capturable=capturable)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(t))
     frozen = ConditionerSchedule(model, t, total, ddp=world > 1)
     best = math.inf  # of the score: the metric, negated when higher is better
@@ -349,6 +353,9 @@ def _train(config: dict, out: Path, *, device, resume: bool, progress: bool, sto
                 best = min(best, _score(load_checkpoint(best_path).get(f"best_test_{metric}"), higher))
             except Exception:  # noqa: BLE001 - an unreadable best.pt is replaced by the next best
                 pass
+    # train.device_guard: the skip decision and its counters stay on the device, read at the log,
+    # evaluation and checkpoint points (DeviceGuard); otherwise decided on the host every step
+    guard = DeviceGuard(dev, bad_in_a_row) if device_guard else None
 
     writer = None
     metrics_path = out / "metrics.jsonl"
@@ -478,13 +485,16 @@ def _train(config: dict, out: Path, *, device, resume: bool, progress: bool, sto
                 frozen.drop_grads(step)
             clip = float(t["grad_clip"] or 0) or math.inf
             grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
-            finite = bool(torch.isfinite(bpd) & torch.isfinite(grad_norm))
+            finite_t = torch.isfinite(bpd) & torch.isfinite(grad_norm)
             if world > 1:  # every rank must agree to skip
-                flag = torch.tensor([float(finite)], device=dev)
+                flag = finite_t.to(torch.float32).reshape(1)
                 dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-                finite = bool(flag.item() > 0)
+                finite_t = flag[0] > 0
             phase = "update"  # from here to the end of the step the state is in between steps
-            if finite:
+            if guard is not None:  # decided on the device; the counters are read below
+                guard.step(opt, finite_t)
+                guard.record(bpd, finite_t)
+            elif finite := bool(finite_t):
                 opt.step()
                 bad_in_a_row = 0
                 value = float(bpd.detach())
@@ -507,11 +517,25 @@ def _train(config: dict, out: Path, *, device, resume: bool, progress: bool, sto
             if pretraining and not pre.active(step):  # the pretraining is over: the model starts
                 start_model()
                 pre, running = None, None
+                if guard is not None:
+                    guard.reset_running()
             phase = "boundary"
+            final = step == total
+            do_eval = step % int(t["eval_every"]) == 0 or final
+            do_ckpt = step % int(t["checkpoint_every"]) == 0 or final or pending
+            read = step % int(t["log_every"]) == 0 or do_eval or do_ckpt or stop.requested
+            if guard is not None and read:  # the one read of the device counters
+                bad_in_a_row, running, value, finite = guard.read()
+                if bad_in_a_row > int(t["max_bad_steps"]):
+                    raise TrainingError(
+                        f"the loss or its gradient was non-finite for {bad_in_a_row} steps in a row "
+                        f"(read at step {step}); stopping; {last_good_text()}. "
+                        f"Try a lower train.lr or a smaller train.grad_clip."
+                    )
             if is_main:
                 if bar:
                     bar.update(1)
-                    if running is not None:
+                    if running is not None and (guard is None or read):
                         bar.set_postfix({key: f"{running:.3f}", "skipped": bad_in_a_row})
                 if step % int(t["log_every"]) == 0 and finite:
                     lr = opt.param_groups[0]["lr"]
@@ -519,9 +543,6 @@ def _train(config: dict, out: Path, *, device, resume: bool, progress: bool, sto
                                               "lr": lr, "grad_norm": float(grad_norm), "time": time.time()})
                     writer.add_scalar(f"{key}/train", value, step)
                     writer.add_scalar("lr", lr, step)
-            final = step == total
-            do_eval = step % int(t["eval_every"]) == 0 or final
-            do_ckpt = step % int(t["checkpoint_every"]) == 0 or final or pending
             if do_eval or do_ckpt:
                 if is_main:
                     if final:  # save before the final evaluation: a crash there loses nothing
@@ -547,6 +568,8 @@ def _train(config: dict, out: Path, *, device, resume: bool, progress: bool, sto
         raise TrainingInterrupted(f"stopped at once at step {step}; {last_good_text()}") from None
     except KeyboardInterrupt:
         saved = False
+        if guard is not None:  # the skip counter decides whether the state is good to save
+            bad_in_a_row = guard.read()[0]
         if is_main and phase in ("load", "forward", "boundary"):
             rng = boundary_rng if phase != "boundary" else None
             saved = step == last_saved and last_good[0] == step

@@ -12,11 +12,16 @@ from ..config import ConfigError
 __all__ = ["make_optimizer", "lr_factor", "pretraining_lr_factor"]
 
 
-def make_optimizer(model: nn.Module, t: dict) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, t: dict, *, capturable: bool = False) -> torch.optim.Optimizer:
+    """Adam or Adamax (``train.optimizer``) over the trainable parameters; ``capturable`` keeps the
+    step counters on the parameters' device (CUDA), as :class:`~attnflow.training.guard.DeviceGuard`
+    needs."""
     params = [p for p in model.parameters() if p.requires_grad]
     kind = t["optimizer"].lower()
     kwargs = dict(lr=float(t["lr"]), betas=tuple(float(b) for b in t.get("betas", (0.9, 0.999))),
                   weight_decay=float(t["weight_decay"]))
+    if capturable:
+        kwargs["capturable"] = True
     if kind == "adam":
         return torch.optim.Adam(params, **kwargs)
     if kind == "adamax":

@@ -58,7 +58,9 @@ class ConditionerPretraining:
         self.head_names = [k for k, p in network.named_parameters() if id(p) not in shared]
         if len(self.head_names) == len(list(network.parameters())):
             raise ValueError("conditioner_pretraining_network must share the model's conditioner")
-        self.optimizer = make_optimizer(self.network, t)
+        # on CUDA the device guard restores the step counters on the device (see DeviceGuard)
+        capturable = bool(t.get("device_guard")) and torch.device(device).type == "cuda"
+        self.optimizer = make_optimizer(self.network, t, capturable=capturable)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, pretraining_lr_factor(t))
         self.loss_name = f"pretrain_{network.loss_name}"
         self.metric_name = f"pretrain_{network.metric_name}"

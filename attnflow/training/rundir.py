@@ -48,6 +48,7 @@ RESUME_SAFE_KEYS = (
     "train.num_workers",
     "train.eval_max_batches",
     "train.invertible_backprop",  # the same gradients up to rounding, less memory
+    "train.device_guard",  # the same skip decisions, taken on the device
 )
 
 LOCK_NAME = ".lock"
