@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-shot GPU check for the lent H200 (device tool): CUDA correctness tests, then the speed
 # tables of issues 2-5 and 11. Each stage has its own time limit so a slow one cannot eat the rest
-# (540 s in all, under the device's 600 s per command).
+# (585 s in all, under the device's 600 s per command).
 # Logs go to ${OUT:-/tmp/attnflow-device}/STAGE.txt.
 set -u
 OUT=${OUT:-/tmp/attnflow-device}
@@ -29,9 +29,11 @@ stage layers 30 python3 benchmarks/layers.py --device cuda
 stage train_96 120 python3 benchmarks/train_step.py --device cuda --configs 3-4-96 --batch-sizes 32 256 --repeats 5
 stage sr 60 python3 benchmarks/sr_step.py --device cuda --repeats 5
 # achieved FLOP rates (issue 11 item 4: img/s beside TFLOP/s)
-stage flops_96_b32 45 python3 benchmarks/flops.py --device cuda --preset cifar10-3-4-96 --batch 32
-stage flops_96_b256 60 python3 benchmarks/flops.py --device cuda --preset cifar10-3-4-96 --batch 256
+stage flops_96_b32 45 python3 benchmarks/flops.py --device cuda --preset cifar10-3-4-96-none --batch 32
+stage flops_96_b256 60 python3 benchmarks/flops.py --device cuda --preset cifar10-3-4-96-none --batch 256
 stage flops_sr11_b16 45 python3 benchmarks/flops.py --device cuda --preset celeba-sr-8x-1-1-none --batch 16
+# the device guard: host synchronisations left in a training step, and its time against the host guard
+stage step_sync 45 python3 benchmarks/step_sync.py --device cuda --preset cifar10-3-4-96-none --batch 32
 stage train_96_compiled 90 python3 benchmarks/train_step.py --device cuda --configs 3-4-96 --batch-sizes 32 \
   --attentions none imap --repeats 5 --no-sample --compile
 echo "done $(date +%T)"

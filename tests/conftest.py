@@ -137,6 +137,22 @@ def assert_same_checkpoints(a, b, *, optimizer: bool = True) -> None:
                 assert torch.equal(v, sb[i][name]) if isinstance(v, torch.Tensor) else v == sb[i][name], (i, name)
 
 
+#: overrides of the ``mnist`` preset that make a training step take a few milliseconds (levels=1)
+TINY_MNIST = [
+    "model.levels=1", "model.hidden=8", "model.blocks=1", "model.components=2", "model.prior_hidden=4",
+    "model.prior_layers=1", "model.steps=1", "train.batch_size=8", "train.eval_batch_size=50",
+    "train.eval_max_batches=1", "train.n_samples=4", "train.sample_temperatures=[0.7]",
+    "train.warmup_steps=2",
+]
+
+
+def tiny_mnist_config(steps: int, *extra: str) -> dict:
+    """The ``mnist`` preset with :data:`TINY_MNIST`, ``steps`` training steps and ``extra`` overrides."""
+    from attnflow.config import apply_overrides, load_preset
+
+    return apply_overrides(load_preset("mnist"), [*TINY_MNIST, f"train.steps={steps}", *extra])
+
+
 #: a tiny model of every family (model sections; tests build them with ``tiny_model_config``)
 TINY_MODELS = {
     "marflow": dict(image_shape=[1, 8, 8], levels=2, steps=2, hidden=8, components=3, blocks=1,

@@ -1,5 +1,5 @@
-"""The benchmark scripts this project's speed figures come from keep running: ``flops.py`` and
-``autocast_bpd.py`` on tiny models, as subprocesses (as they are run)."""
+"""The benchmark scripts this project's speed figures come from keep running: ``flops.py``,
+``autocast_bpd.py`` and ``step_sync.py`` on tiny models, as subprocesses (as they are run)."""
 
 from __future__ import annotations
 
@@ -41,3 +41,11 @@ def test_autocast_bpd_compares_a_checkpoint_in_both_precisions(tmp_path):
     cells = [c.strip() for c in out.strip().splitlines()[-1].strip("|").split("|")]
     assert cells[1] == "marflow" and cells[2] == "8"
     assert abs(float(cells[5])) < 0.05 and abs(float(cells[4]) - float(cells[3]) - float(cells[5])) < 1e-4
+
+
+def test_step_sync_times_both_guards():
+    out = _script("step_sync.py", "--preset", "mnist", "--batch", "2", "--repeats", "1",
+                  *(x for s in TINY for x in ("--set", s)))
+    rows = {r.strip("|").split("|")[0].strip(): r for r in out.strip().splitlines()[-2:]}
+    assert set(rows) == {"host", "device"}
+    assert all(float(r.strip("|").split("|")[1]) > 0 for r in rows.values())

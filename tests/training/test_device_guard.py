@@ -7,22 +7,15 @@ import json
 
 import pytest
 import torch
-from conftest import assert_same_checkpoints, nan_on
+from conftest import assert_same_checkpoints, nan_on, tiny_mnist_config
 
-from attnflow.config import ConfigError, apply_overrides, load_preset
+from attnflow.config import ConfigError
 from attnflow.training import TrainingError, train
 from attnflow.training.guard import DeviceGuard
 
-TINY = [
-    "model.levels=1", "model.hidden=8", "model.blocks=1", "model.components=2", "model.prior_hidden=4",
-    "model.prior_layers=1", "model.steps=1", "train.batch_size=8", "train.eval_batch_size=50",
-    "train.eval_max_batches=1", "train.n_samples=4", "train.sample_temperatures=[0.7]",
-    "train.warmup_steps=2", "train.eval_every=100",
-]
-
 
 def tiny(steps: int, *extra: str) -> dict:
-    return apply_overrides(load_preset("mnist"), [*TINY, f"train.steps={steps}", *extra])
+    return tiny_mnist_config(steps, "train.eval_every=100", *extra)
 
 
 def _net_and_optimizer(seed: int = 0):

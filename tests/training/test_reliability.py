@@ -17,26 +17,20 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import interrupt_after_step, nan_on
+from conftest import TINY_MNIST, interrupt_after_step, nan_on, tiny_mnist_config
 
-from attnflow.config import ConfigError, apply_overrides, load_preset
+from attnflow.config import ConfigError
 from attnflow.training import RunDirError, TrainingError, TrainingInterrupted, train
 from attnflow.training.checkpoint import load_checkpoint, save_checkpoint
 from attnflow.training.rundir import RunLock
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# levels=1 keeps a step to a few milliseconds
-TINY = [
-    "model.levels=1", "model.hidden=8", "model.blocks=1", "model.components=2", "model.prior_hidden=4",
-    "model.prior_layers=1", "model.steps=1", "train.batch_size=8", "train.eval_batch_size=50",
-    "train.eval_max_batches=1", "train.n_samples=4", "train.sample_temperatures=[0.7]",
-    "train.log_every=1", "train.warmup_steps=2",
-]
+TINY = [*TINY_MNIST, "train.log_every=1"]
 
 
 def tiny(steps: int, *extra: str) -> dict:
-    return apply_overrides(load_preset("mnist"), [*TINY, f"train.steps={steps}", *extra])
+    return tiny_mnist_config(steps, "train.log_every=1", *extra)
 
 
 def equal(a, b) -> bool:
