@@ -14,15 +14,16 @@ On CPU there is no host synchronisation to find; only the timing runs.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 import warnings
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from arprior import _timer  # noqa: E402  (interleaved medians, device synchronised)
 
 from attnflow.config import apply_overrides, load_preset  # noqa: E402
 from attnflow.models import build_model  # noqa: E402
@@ -46,7 +47,6 @@ def main() -> None:
     model.initialize(batch)
     model.train()
     t = config["train"]
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     runs = {}
     for name in ("host", "device"):
         opt = make_optimizer(model, t, capturable=name == "device" and dev.type == "cuda")
@@ -80,18 +80,11 @@ def main() -> None:
         print(f"host synchronisations in one device-guarded step: {len(syncs)}")
         for w in syncs:
             print(f"  {w.filename}:{w.lineno}: {w.message}")
-    times: dict[str, list[float]] = {k: [] for k in runs}
-    for _ in range(args.repeats):
-        for name, fn in runs.items():
-            sync()
-            t0 = time.perf_counter()
-            fn()
-            sync()
-            times[name].append(1e3 * (time.perf_counter() - t0))
+    times = _timer(runs, dev, warmup=0, repeats=args.repeats)  # each already ran once above
     print(f"| guard | {args.preset} batch {args.batch} ms/step ({dev.type}) |")
     print("|---|---|")
-    for name, v in times.items():
-        print(f"| {name} | {statistics.median(v):.1f} |")
+    for name, ms in times.items():
+        print(f"| {name} | {ms:.1f} |")
 
 
 if __name__ == "__main__":

@@ -380,6 +380,12 @@ def _train(config: dict, out: Path, *, device, resume: bool, progress: bool, sto
             return "no checkpoint was written yet"
         return f"the last good checkpoint is {last_good[1]} (step {last_good[0]})"
 
+    def too_many_bad_steps(when: str) -> TrainingError:
+        return TrainingError(
+            f"the loss or its gradient was non-finite for {bad_in_a_row} steps in a row ({when}); "
+            f"stopping; {last_good_text()}. Try a lower train.lr or a smaller train.grad_clip."
+        )
+
     def checkpoint(step: int, rng: dict | None = None, *, evaluated: float | None = None) -> bool:
         """Save last.pt (and best.pt when ``evaluated`` is a new best); False if not saved."""
         nonlocal best
@@ -503,11 +509,7 @@ def _train(config: dict, out: Path, *, device, resume: bool, progress: bool, sto
                 opt.zero_grad(set_to_none=True)
                 bad_in_a_row += 1
                 if bad_in_a_row > int(t["max_bad_steps"]):
-                    raise TrainingError(
-                        f"the loss or its gradient was non-finite for {bad_in_a_row} steps in a row "
-                        f"(at step {step + 1}); stopping; {last_good_text()}. "
-                        f"Try a lower train.lr or a smaller train.grad_clip."
-                    )
+                    raise too_many_bad_steps(f"at step {step + 1}")
             with warnings.catch_warnings():  # a skipped step still advances the schedule
                 warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
                 scheduler.step()
@@ -527,11 +529,7 @@ def _train(config: dict, out: Path, *, device, resume: bool, progress: bool, sto
             if guard is not None and read:  # the one read of the device counters
                 bad_in_a_row, running, value, finite = guard.read()
                 if bad_in_a_row > int(t["max_bad_steps"]):
-                    raise TrainingError(
-                        f"the loss or its gradient was non-finite for {bad_in_a_row} steps in a row "
-                        f"(read at step {step}); stopping; {last_good_text()}. "
-                        f"Try a lower train.lr or a smaller train.grad_clip."
-                    )
+                    raise too_many_bad_steps(f"read at step {step}")
             if is_main:
                 if bar:
                     bar.update(1)
