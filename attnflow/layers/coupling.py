@@ -186,6 +186,14 @@ def mixture_logistic_logcdf(
     on axis 1 of ``[B, K, C, H, W]``, the layout its network produces: no transposed copy.
     """
     d = _component_dim(dim, log_pi)
+    tensors = (x, log_pi, mu, log_s)
+    if torch.is_grad_enabled() and any(v.requires_grad for v in tensors):
+        return _log_terms(*tensors, d)  # in pieces, training steps were not faster (measured)
+    return _in_pieces(_log_terms, tensors, d)
+
+
+def _log_terms(x: Tensor, log_pi: Tensor, mu: Tensor, log_s: Tensor, d: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The log-space sums of :func:`mixture_logistic_logcdf` (components on axis ``d < 0``)."""
     z = (x.unsqueeze(d) - mu) * torch.exp(-log_s)
     log_sig_pos = F.logsigmoid(z)
     log_sig_neg = F.logsigmoid(-z)
@@ -193,6 +201,37 @@ def mixture_logistic_logcdf(
     log_sf = torch.logsumexp(log_pi + log_sig_neg, dim=d)
     log_pdf = torch.logsumexp(log_pi + log_sig_pos + log_sig_neg - log_s, dim=d)
     return log_cdf, log_sf, log_pdf
+
+
+_PIECE_BYTES = 1 << 19  # per component-sized tensor of one piece (see _in_pieces)
+
+
+def _in_pieces(fn, tensors: tuple[Tensor, ...], d: int) -> tuple[Tensor, ...]:
+    """``fn(*tensors, d)`` computed in pieces along the first axis and concatenated.
+
+    ``tensors`` are ``x`` (the shape without the components) and then the mixture's parameters
+    (components on axis ``d < 0``). Each element-wise pass of ``fn`` then reads and writes
+    tensors of about ``_PIECE_BYTES`` that stay in cache, instead of streaming full-size ones
+    through memory: the mixture-logistic inverse at mARFlow's ``[32, 32, 6, 16, 16]`` runs
+    1.3-1.7x faster. The result is bitwise the one of a single call (every sum runs over the
+    components, within one row). One piece when the first axis is the components' or is
+    broadcast.
+    """
+    x, params = tensors[0], tensors[1:]
+    ref = params[0]
+    n = x.shape[0] if x.dim() else 0
+    if (
+        ref.dim() + d <= 0
+        or x.dim() + 1 != ref.dim()
+        or any(v.dim() != ref.dim() or v.shape[0] != n for v in params)
+    ):
+        return fn(*tensors, d)
+    row_bytes = max(1, ref[0].numel() * ref.element_size())
+    piece = max(1, _PIECE_BYTES // row_bytes)
+    if piece >= n:
+        return fn(*tensors, d)
+    parts = [fn(*rows, d) for rows in zip(*(v.split(piece) for v in tensors))]
+    return tuple(torch.cat(p) for p in zip(*parts))
 
 
 def mixture_logistic_inverse(
@@ -267,13 +306,21 @@ def _logit_residual(
     neither is the difference of nearly equal numbers), ``f = sum_k (pi_k / s_k) sigmoid(z_k)
     sigmoid(-z_k)``, and ``d logit F / dx = f / (F (1 - F))``; the components are on axis ``d``.
     """
+    cdf, sf, pdf = _in_pieces(_mixture_sums, (x, offset, inv_s, pi, pi_inv_s), d)
+    return torch.log(cdf) - torch.log(sf) - t, pdf / (cdf * sf)
+
+
+def _mixture_sums(
+    x: Tensor, offset: Tensor, inv_s: Tensor, pi: Tensor, pi_inv_s: Tensor, d: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(F, 1 - F, f)`` of :func:`_logit_residual` (each summed over the components)."""
     z = torch.addcmul(offset, x.unsqueeze(d), inv_s)
     pos = torch.sigmoid(z)
     neg = torch.sigmoid(z.neg_())
     cdf = torch.linalg.vecdot(pi, pos, dim=d)
     sf = torch.linalg.vecdot(pi, neg, dim=d)
     pdf = torch.linalg.vecdot(pi_inv_s, pos.mul_(neg), dim=d)
-    return torch.log(cdf) - torch.log(sf) - t, pdf / (cdf * sf)
+    return cdf, sf, pdf
 
 
 def _rtsafe(
@@ -319,10 +366,10 @@ def _solve_probability_space(
     """The bracketed Newton solve of :func:`mixture_logistic_inverse` (no gradient; finite ``t``;
     parameters of the full shape, components on axis ``d``)."""
     pi = torch.exp(log_pi)
-    inv_s = torch.exp(-log_s)
-    offset = -mu * inv_s
+    inv_s = torch.neg(log_s).exp_()  # in place where it is exact: fewer full-size buffers
+    offset = torch.mul(mu, inv_s).neg_()
     pi_inv_s = pi * inv_s
-    roots = mu + torch.exp(log_s) * t.unsqueeze(d)
+    roots = torch.exp(log_s).mul_(t.unsqueeze(d)).add_(mu)
     lo = lo0 = roots.amin(dim=d)
     hi = hi0 = roots.amax(dim=d)
     x = torch.linalg.vecdot(pi, roots, dim=d).clamp(lo, hi)
@@ -341,9 +388,10 @@ def _solve_probability_space(
         # exact initial bracket, bring x to the float32 rounding of the exact solution.
         f64 = torch.float64
         x, t, lo0, hi0 = x.to(f64), t.to(f64), lo0.to(f64), hi0.to(f64)
-        inv_s = torch.exp(-log_s.to(f64))
-        pi = torch.exp(log_pi.to(f64))
-        offset, pi_inv_s = -mu.to(f64) * inv_s, pi * inv_s
+        inv_s = log_s.to(f64).neg_().exp_()
+        pi = log_pi.to(f64).exp_()
+        offset = mu.to(f64).mul_(inv_s).neg_()
+        pi_inv_s = pi * inv_s
         g, slope = _logit_residual(x, t, offset, inv_s, pi, pi_inv_s, d)
         newton = x - g / slope
         ok = torch.isfinite(newton) & (newton >= lo0) & (newton <= hi0)
