@@ -8,6 +8,8 @@ Jacobian of *that* direction, so ``forward(x)[1] == -inverse(forward(x)[0])[1]``
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +25,8 @@ __all__ = [
     "UpsampledConcat",
     "dense_map",
     "zeros_logdet",
+    "no_logdet",
+    "logdet_wanted",
     "initialize_data_dependent",
     "invertible_forward",
     "sequential_invertible",
@@ -34,6 +38,10 @@ class Flow(nn.Module):
 
     Subclasses implement :meth:`forward` and :meth:`inverse`. ``cond`` is the conditioning feature
     map for this layer, already at the layer's resolution; unconditional layers ignore it.
+
+    Inside :func:`no_logdet` the caller discards the log-dets (sampling, decoding): a layer whose
+    log-det costs work beyond its output may then return zeros instead (see
+    :func:`logdet_wanted`); its output stays exactly the same.
     """
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:  # noqa: D401
@@ -96,6 +104,27 @@ class Inverse(Flow):
 def zeros_logdet(x: Tensor) -> Tensor:
     """A ``[B]`` zero log-det matching ``x``'s batch, dtype and device."""
     return x.new_zeros(x.shape[0])
+
+
+_LOGDET_WANTED: ContextVar[bool] = ContextVar("attnflow_logdet_wanted", default=True)
+
+
+@contextmanager
+def no_logdet() -> Iterator[None]:
+    """Within this block the log-dets that flows return are discarded by the caller, so a layer may
+    return zeros where computing its log-det costs extra work (e.g. the mixture-logistic
+    coupling's inverse, whose log-det needs a second pass over all components). Outputs are
+    unchanged. Nests; the previous state is restored on exit."""
+    token = _LOGDET_WANTED.set(False)
+    try:
+        yield
+    finally:
+        _LOGDET_WANTED.reset(token)
+
+
+def logdet_wanted() -> bool:
+    """False inside :func:`no_logdet`: the log-det a flow returns now will not be used."""
+    return _LOGDET_WANTED.get()
 
 
 def _layer_name(layer: nn.Module | str) -> str:

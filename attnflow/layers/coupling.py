@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..core import Flow, UpsampledConcat, check_cond, check_input
+from ..core import Flow, UpsampledConcat, check_cond, check_input, logdet_wanted, zeros_logdet
 from ..nn import GlowNet, bounded_scale, interleaved_halves, network_input, run_network
 
 __all__ = [
@@ -506,6 +506,8 @@ class MixtureLogisticCoupling(_Coupling):
         a, t, log_pi, mu, log_s = self._params(z_id, cond)
         target = z_tr * torch.exp(-a) - t
         x_tr = mixture_logistic_inverse(target, log_pi, mu, log_s, dim=1)
+        if not logdet_wanted():  # inside core.no_logdet (sampling): skip the second mixture pass
+            return torch.cat([z_id, x_tr], dim=1), zeros_logdet(z)
         log_cdf, log_sf, log_pdf = mixture_logistic_logcdf(x_tr, log_pi, mu, log_s, dim=1)
         logdet = (log_pdf - log_cdf - log_sf + a).flatten(1).sum(1)
         return torch.cat([z_id, x_tr], dim=1), -logdet

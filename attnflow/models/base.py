@@ -37,7 +37,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from ..core import initialize_data_dependent
+from ..core import initialize_data_dependent, no_logdet
 from ..evaluation.likelihood import bits_per_dim
 
 __all__ = ["TrainableModel", "FlowModel", "TASKS", "check_temperature", "check_count"]
@@ -278,7 +278,8 @@ class FlowModel(TrainableModel):
     def decode(self, latents: Sequence[Tensor], cond: Tensor | None = None) -> Tensor:
         """Exact inverse of :meth:`encode`: latents -> the (dequantised, continuous) image."""
         latents, cond = self._check_latents(latents, cond)
-        return self._decode(latents, cond)
+        with no_logdet():  # the flows' log-dets are not part of the result
+            return self._decode(latents, cond)
 
     def prior_log_prob(self, latents: Sequence[Tensor], cond: Tensor | None = None) -> Tensor:
         """Sum of the priors' log-densities of ``latents`` (``[B]``)."""
@@ -298,7 +299,8 @@ class FlowModel(TrainableModel):
                 f"{type(self).__name__}.sample: give 1 or n={n} {what}s, got {b} (n must be {b} for "
                 f"one sample per {what}, or give 1 {what} for n samples of it)"
             )
-        return self._sample(n, cond, temperature)
+        with no_logdet():
+            return self._sample(n, cond, temperature)
 
     def _bits(self, log_p: Tensor, x: Tensor) -> Tensor:
         # log_p includes the dequantisation log-det -D ln n_bins; bits_per_dim takes the unit-scale

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 from torch import Tensor, nn
 
-from ..core import Flow, Sequential, sequential_invertible
+from ..core import Flow, Sequential, no_logdet, sequential_invertible
 from ..layers import Dequantize, Squeeze, quantize
 from ..nn import run_network
 from ..priors import Prior, Split
@@ -238,11 +238,12 @@ class MultiScaleFlow(FlowModel):
         """Top-down sampling given the per-level conditions (from :meth:`level_conditions`): top
         prior, then every level's split prior and inverse flow, then quantisation to uint8."""
         top_shape = self.latent_shapes_for(shape, n)[-1]
-        h = self.top_prior.sample(top_shape, context=None, cond=conds[-1], temperature=temperature)
-        for level, c in zip(reversed(self.levels), reversed(conds)):
-            if level.split is not None:
-                h = level.split.inverse(h, level.split.sample(h, c, temperature))
-            h, _ = level.flow.inverse(h, c)
-        x, _ = self.preprocess.inverse(h)
+        with no_logdet():  # the flows' log-dets are discarded here
+            h = self.top_prior.sample(top_shape, context=None, cond=conds[-1], temperature=temperature)
+            for level, c in zip(reversed(self.levels), reversed(conds)):
+                if level.split is not None:
+                    h = level.split.inverse(h, level.split.sample(h, c, temperature))
+                h, _ = level.flow.inverse(h, c)
+            x, _ = self.preprocess.inverse(h)
         return quantize(x, self.n_bins)
 

@@ -91,6 +91,48 @@ def test_sampling_shapes_temperature_and_determinism():
     assert torch.equal(a, b)  # temperature 0: the prior means, no randomness left
 
 
+def test_sampling_and_decoding_skip_only_the_discarded_mixture_logdet(monkeypatch):
+    """``model.sample`` and ``decode`` run the flows inside ``core.no_logdet``: the mixture coupling's
+    inverse then skips its log-det pass (a second evaluation of all components) and returns zeros;
+    its output, the samples and the decoded images are bitwise those with the log-det computed."""
+    import attnflow.layers.coupling as coupling
+    from attnflow.core import logdet_wanted, no_logdet
+    from attnflow.layers import MixtureLogisticCoupling
+
+    model, x = _moved_model(tiny_config("marflow", "imap"))
+    model.eval()
+    layer = next(m for m in model.modules() if isinstance(m, MixtureLogisticCoupling))
+    z = torch.randn(2, layer.channels, 4, 4, dtype=torch.float64)
+    with torch.no_grad():
+        out, logdet = layer.inverse(z)
+        assert logdet.abs().max() > 0
+        with no_logdet():
+            assert not logdet_wanted()
+            with no_logdet():
+                pass
+            assert not logdet_wanted()  # the inner block restores the outer state
+            out_skipped, zero = layer.inverse(z)
+        assert logdet_wanted()
+    assert torch.equal(out_skipped, out) and torch.equal(zero, torch.zeros_like(logdet))
+
+    calls = []
+    real = coupling.mixture_logistic_logcdf
+    monkeypatch.setattr(coupling, "mixture_logistic_logcdf", lambda *a, **k: calls.append(1) or real(*a, **k))
+    torch.manual_seed(5)
+    skipped = model.sample(3, temperature=0.7)
+    latents, _ = model.encode(x)
+    calls.clear()
+    with torch.no_grad():  # (with gradients, the inverse's implicit-gradient step needs the CDF)
+        decoded = model.decode(latents)
+    assert not calls  # neither sampling nor decoding evaluated the mixture's log-CDF
+    monkeypatch.setattr(coupling, "logdet_wanted", lambda: True)  # as before no_logdet existed
+    torch.manual_seed(5)
+    assert torch.equal(model.sample(3, temperature=0.7), skipped)
+    with torch.no_grad():
+        assert torch.equal(model.decode(latents), decoded)
+    assert calls
+
+
 def test_log_prob_is_per_sample_and_bpd_matches_formula():
     cfg = tiny_config("marflow", "itrans")
     model, x = _moved_model(cfg)
