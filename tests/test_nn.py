@@ -1,13 +1,14 @@
-"""Convolution of a nearest-upsampled map at the coarse resolution (``attnflow.nn``), brute force:
-every result is compared with the direct convolution of the upsampled (dense) map, values and
-gradients, in the session's dtype (float64 by default)."""
+"""``attnflow.nn``'s arithmetic against the direct computation: the convolution of a
+nearest-upsampled map at the coarse resolution against the convolution of the upsampled (dense)
+map, and ``tanh_by_sigmoid`` against ``torch.tanh``; values and gradients, in the session's dtype
+(float64 by default)."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from attnflow.core import UpsampledConcat
-from attnflow.nn import GlowNet, conv2d_on_map, conv3x3_upsampled, network_input
+from attnflow.nn import GlowNet, conv2d_on_map, conv3x3_upsampled, network_input, tanh_by_sigmoid
 
 
 def _tol(dtype):
@@ -98,3 +99,18 @@ def test_glownet_with_folded_actnorms_equals_the_layer_by_layer_network(dtype):
     ref = net.conv_out.conv(h) * torch.exp(3.0 * net.conv_out.logs)
     torch.testing.assert_close(net(x), ref, **_tol(dtype))
     assert not torch.allclose(first, ref)
+
+
+@pytest.mark.parametrize("dtype_", [torch.float32, torch.float64])
+def test_tanh_by_sigmoid_equals_tanh(dtype_):
+    """Within 2e-7 (float32) / 4e-16 (float64) absolute over [-60, 60], exact limits at +-inf,
+    NaN stays NaN, and the gradient is tanh's, 1 - tanh^2."""
+    x = torch.cat([torch.linspace(-60, 60, 20001, dtype=dtype_), torch.tensor([0.0, 1e-30, -1e-30], dtype=dtype_)])
+    x.requires_grad_()
+    y = tanh_by_sigmoid(x)
+    tol = 2e-7 if dtype_ == torch.float32 else 4e-16
+    assert (y - torch.tanh(x)).abs().max() <= tol
+    (grad,) = torch.autograd.grad(y.sum(), x)
+    assert (grad - (1 - torch.tanh(x.detach()) ** 2)).abs().max() <= 4 * tol
+    edge = tanh_by_sigmoid(torch.tensor([float("inf"), -float("inf"), float("nan")], dtype=dtype_))
+    assert edge[0] == 1 and edge[1] == -1 and edge[2].isnan()

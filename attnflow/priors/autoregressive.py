@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..core import dense_map
-from ..nn import soft_clamp
+from ..nn import soft_clamp, tanh_by_sigmoid
 from .gaussian import Prior, gaussian_log_prob
 
 __all__ = ["ChannelARPrior", "ConvLSTMLayer", "reference_geometry"]
@@ -64,9 +64,9 @@ def _lstm_cell(gates: Tensor, c: Tensor | None) -> tuple[Tensor, Tensor]:
     # full-size gradient per slice
     pre_sig, pre_g = gates.split([3 * hid, hid], dim=1)
     i, f, o = torch.sigmoid(pre_sig).chunk(3, dim=1)
-    g = torch.tanh(pre_g)
+    g = tanh_by_sigmoid(pre_g)
     c_new = i * g if c is None else torch.addcmul(f * c, i, g)
-    return o * torch.tanh(c_new), c_new
+    return o * tanh_by_sigmoid(c_new), c_new
 
 
 class ConvLSTMLayer(nn.Module):
