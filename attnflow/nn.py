@@ -27,6 +27,7 @@ __all__ = [
     "FlowPPNet",
     "bounded_scale",
     "soft_clamp",
+    "dropout",
     "tanh_by_sigmoid",
     "concat_elu",
     "ATTENTION_DROPOUT",
@@ -89,6 +90,16 @@ def tanh_by_sigmoid(x: Tensor) -> Tensor:
     equal to ``torch.tanh`` within 2e-7 (float32), 3e-16 (float64), absolute."""
     s = torch.sigmoid(x + x)
     return torch.add(s, s).sub_(1)
+
+
+def dropout(x: Tensor, p: float, training: bool) -> Tensor:
+    """``F.dropout(x, p, training)``; on the CPU the mask is ``rand >= p`` (scaled by
+    ``1 / (1 - p)``), drawn about 2.5x faster than ``F.dropout``'s ``bernoulli_`` there (forward
+    and backward of a ``[32, 48, 16, 16]`` map: 1.8 against 2.9 ms). Same distribution; another
+    random stream than ``F.dropout``."""
+    if not training or p == 0.0 or x.device.type != "cpu" or p >= 1.0:
+        return F.dropout(x, p, training)
+    return x * torch.rand_like(x).ge_(p).div_(1.0 - p)
 
 
 def soft_clamp(x: Tensor, bound: float) -> Tensor:
@@ -435,7 +446,7 @@ class _GatedAttention(nn.Module):
             out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
         out = out.transpose(1, 2).reshape(b, h, w, c).permute(0, 3, 1, 2)
         if self.dropout_on == "output":
-            out = F.dropout(out, self.dropout, self.training)
+            out = dropout(out, self.dropout, self.training)
         a, g = self.gate(out).chunk(2, dim=1)
         return x + a * torch.sigmoid(g)
 

@@ -1,14 +1,14 @@
 """``attnflow.nn``'s arithmetic against the direct computation: the convolution of a
 nearest-upsampled map at the coarse resolution against the convolution of the upsampled (dense)
-map, and ``tanh_by_sigmoid`` against ``torch.tanh``; values and gradients, in the session's dtype
-(float64 by default)."""
+map, ``tanh_by_sigmoid`` against ``torch.tanh``, and the CPU dropout against its definition; values
+and gradients, in the session's dtype (float64 by default)."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from attnflow.core import UpsampledConcat
-from attnflow.nn import GlowNet, conv2d_on_map, conv3x3_upsampled, network_input, tanh_by_sigmoid
+from attnflow.nn import GlowNet, conv2d_on_map, conv3x3_upsampled, dropout, network_input, tanh_by_sigmoid
 
 
 def _tol(dtype):
@@ -114,3 +114,22 @@ def test_tanh_by_sigmoid_equals_tanh(dtype_):
     assert (grad - (1 - torch.tanh(x.detach()) ** 2)).abs().max() <= 4 * tol
     edge = tanh_by_sigmoid(torch.tensor([float("inf"), -float("inf"), float("nan")], dtype=dtype_))
     assert edge[0] == 1 and edge[1] == -1 and edge[2].isnan()
+
+
+def test_cpu_dropout_keeps_1_minus_p_scaled_and_passes_the_mask_back(dtype):
+    """Entries are kept with probability 1 - p (binomial bounds at 5 sigma) and scaled by 1/(1 - p),
+    the gradient is the same mask, and eval, p = 0 and p = 1 behave as ``F.dropout``."""
+    p, n = 0.2, 200_000
+    x = (torch.rand(n, dtype=dtype) + 0.5).requires_grad_()
+    y = dropout(x, p, True)
+    kept = y != 0
+    assert abs(kept.double().mean().item() - (1 - p)) < 5 * (p * (1 - p) / n) ** 0.5
+    torch.testing.assert_close(y[kept], x[kept] / (1 - p))
+    (grad,) = torch.autograd.grad(y.sum(), x)
+    torch.testing.assert_close(grad, kept.to(dtype) / (1 - p))
+    assert dropout(x, p, False) is x and dropout(x, 0.0, True) is x
+    assert torch.equal(dropout(x, 1.0, True), torch.zeros_like(x))
+    torch.manual_seed(3)
+    a = dropout(x, p, True)
+    torch.manual_seed(3)
+    assert torch.equal(dropout(x, p, True), a)  # the global generator's stream: seeds reproduce it
