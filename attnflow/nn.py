@@ -87,7 +87,7 @@ def interleaved_halves(h: Tensor) -> tuple[Tensor, Tensor]:
 def tanh_by_sigmoid(x: Tensor) -> Tensor:
     """``tanh(x) = 2 sigmoid(2x) - 1``: on the CPU about 4x faster than ``torch.tanh`` (whose
     kernel costs six sigmoids per element) on the ConvLSTM prior's ``[32, 32, 16, 16]`` gates;
-    equal to ``torch.tanh`` within 2e-7 (float32), 3e-16 (float64), absolute."""
+    equal to ``torch.tanh`` within 2e-7 (float32), 4e-16 (float64), absolute (as tested)."""
     s = torch.sigmoid(x + x)
     return torch.add(s, s).sub_(1)
 
