@@ -1,14 +1,25 @@
 """``attnflow.nn``'s arithmetic against the direct computation: the convolution of a
 nearest-upsampled map at the coarse resolution against the convolution of the upsampled (dense)
-map, ``tanh_by_sigmoid`` against ``torch.tanh``, and the CPU dropout against its definition; values
-and gradients, in the session's dtype (float64 by default)."""
+map, ``tanh_by_sigmoid`` against ``torch.tanh``, the CPU dropout against its definition, and the
+head-major attention against ``scaled_dot_product_attention``; values and gradients, in the
+session's dtype (float64 by default)."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+import attnflow.nn as attn_nn
 from attnflow.core import UpsampledConcat
-from attnflow.nn import GlowNet, conv2d_on_map, conv3x3_upsampled, dropout, network_input, tanh_by_sigmoid
+from attnflow.nn import (
+    GlowNet,
+    conv2d_on_map,
+    conv3x3_upsampled,
+    dropout,
+    head_major_attention,
+    head_major_attention_pays,
+    network_input,
+    tanh_by_sigmoid,
+)
 
 
 def _tol(dtype):
@@ -133,3 +144,98 @@ def test_cpu_dropout_keeps_1_minus_p_scaled_and_passes_the_mask_back(dtype):
     a = dropout(x, p, True)
     torch.manual_seed(3)
     assert torch.equal(dropout(x, p, True), a)  # the global generator's stream: seeds reproduce it
+
+
+def _sdpa_head_major(q, k, v):
+    """``scaled_dot_product_attention`` on head-major ``[N, d, L]`` tensors."""
+    return F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)
+
+
+@pytest.mark.parametrize("block_bytes", [None, 1])
+@pytest.mark.parametrize("shape", [(1, 1, 1), (3, 5, 7), (10, 12, 40)])
+def test_head_major_attention_equals_sdpa(shape, block_bytes, monkeypatch, device, dtype):
+    """Values and the gradients of q, k, v; with blocks of one head each (``block_bytes=1``), of
+    several heads, and of all heads at once; logits spread over hundreds (the max subtraction)."""
+    if block_bytes is not None:
+        monkeypatch.setattr(attn_nn, "HEAD_MAJOR_BLOCK_BYTES", block_bytes)
+    q, k, v = (torch.randn(*shape, dtype=dtype, device=device) for _ in range(3))
+    q = (q * 12).requires_grad_()
+    k.requires_grad_()
+    v.requires_grad_()
+    g = torch.randn(*shape, dtype=dtype, device=device)
+    ref = _sdpa_head_major(q, k, v)
+    out = head_major_attention(q, k, v)
+    torch.testing.assert_close(out, ref, **_tol(dtype))
+    for a, b in zip(torch.autograd.grad(ref, [q, k, v], g), torch.autograd.grad(out, [q, k, v], g)):
+        torch.testing.assert_close(b, a, **_tol(dtype))
+
+
+def test_head_major_attention_blocks_cover_every_head(monkeypatch):
+    """Three heads per block over ten heads (a partial last block): each head's output is that
+    head's attention alone, so a block that skipped, repeated or mixed heads would fail."""
+    monkeypatch.setattr(attn_nn, "HEAD_MAJOR_BLOCK_BYTES", 3 * 6 * 6 * 8)
+    assert attn_nn._head_blocks(10, 6, 8) == (3, [slice(0, 3), slice(3, 6), slice(6, 9), slice(9, 10)])
+    q, k, v = (torch.randn(10, 4, 6, dtype=torch.float64) for _ in range(3))
+    out = head_major_attention(q, k, v)
+    for h in range(10):
+        torch.testing.assert_close(out[h : h + 1], _sdpa_head_major(q[h : h + 1], k[h : h + 1], v[h : h + 1]))
+
+
+def test_head_major_attention_gradcheck(monkeypatch):
+    monkeypatch.setattr(attn_nn, "HEAD_MAJOR_BLOCK_BYTES", 2 * 5 * 5 * 8)  # two heads per block
+    q, k, v = (torch.randn(3, 4, 5, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    assert torch.autograd.gradcheck(head_major_attention, (q, k, v))
+
+
+def test_head_major_attention_rejects_bad_shapes_and_passes_empty_ones():
+    q = torch.randn(2, 3, 4)
+    with pytest.raises(ValueError, match=r"one shape \[N, d, L\].*\(2, 3, 4\), \(2, 3, 5\)"):
+        head_major_attention(q, torch.randn(2, 3, 5), q)
+    with pytest.raises(ValueError, match=r"one shape"):
+        head_major_attention(q[0], q[0], q[0])
+    with pytest.raises(ValueError, match=r"width d >= 1"):
+        head_major_attention(q[:, :0], q[:, :0], q[:, :0])
+    empty = torch.randn(2, 3, 0)
+    assert head_major_attention(empty, empty, empty).shape == (2, 3, 0)
+
+
+def test_head_major_attention_pays_only_where_measured_faster():
+    cpu = torch.device("cpu")
+    assert head_major_attention_pays(256, 12, torch.float32, cpu)
+    assert head_major_attention_pays(64, 16, torch.float32, cpu)
+    assert head_major_attention_pays(25, 12, torch.float32, cpu)
+    assert not head_major_attention_pays(16, 12, torch.float32, cpu)  # 4x4 maps: the fused kernel
+    assert not head_major_attention_pays(256, 24, torch.float32, cpu)  # wider heads
+    assert not head_major_attention_pays(256, 12, torch.float64, cpu)
+    assert not head_major_attention_pays(1024, 12, torch.float32, cpu)  # under 4 heads per block
+    assert not head_major_attention_pays(256, 12, torch.float32, torch.device("cuda"))
+
+
+@pytest.mark.parametrize("dropout_on", ["output", "weights"])
+def test_flowpp_attention_head_major_and_fused_paths_agree(dropout_on, monkeypatch):
+    """The Flow++ attention block on 8x8 float32 maps with 12-wide heads takes the head-major path
+    (counted), except with dropout on its weights in training; in eval both paths give the same
+    output and gradients to float32 rounding."""
+    calls = []
+    real = attn_nn.head_major_attention
+    monkeypatch.setattr(attn_nn, "head_major_attention", lambda *a: calls.append(1) or real(*a))
+    block = attn_nn._GatedAttention(48, 4, 0.5, dropout_on).eval()
+    with torch.no_grad():
+        for p in block.parameters():
+            p.normal_(0, 0.3)
+    x = torch.randn(3, 48, 8, 8).contiguous(memory_format=torch.channels_last).requires_grad_()
+    g = torch.randn(3, 48, 8, 8)
+    out = block(x)
+    assert len(calls) == 1 and out.is_contiguous(memory_format=torch.channels_last)
+    grads = torch.autograd.grad(out, [x, *block.parameters()], g)
+    monkeypatch.setattr(attn_nn, "head_major_attention_pays", lambda *a: False)
+    ref = block(x)
+    assert len(calls) == 1
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    for a, b in zip(torch.autograd.grad(ref, [x, *block.parameters()], g), grads):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
+    monkeypatch.undo()
+    monkeypatch.setattr(attn_nn, "head_major_attention", lambda *a: calls.append(1) or real(*a))
+    block.train()
+    block(x)
+    assert len(calls) == (2 if dropout_on == "output" else 1)
