@@ -83,6 +83,33 @@ def test_gradients_equal_the_ordinary_path(case):
         assert ga[-1] is not None and ga[-1].abs().sum() > 0
 
 
+def test_float32_head_major_attention_recomputes_in_backward(monkeypatch):
+    """A float32 mARFlow whose 6x6 coupling maps take the CPU's head-major attention: invertible
+    backprop re-runs it inside backward and gets the ordinary gradients to float32 rounding."""
+    import attnflow.nn as attn_nn
+
+    calls = []
+    real = attn_nn.head_major_attention
+    monkeypatch.setattr(attn_nn, "head_major_attention", lambda *a: calls.append(a[0].shape) or real(*a))
+    torch.manual_seed(0)
+    config = merge(DEFAULTS, {"model": {"backbone": "marflow", **TINY["marflow"], "image_shape": [1, 12, 12]}})
+    model = build_model(config)
+    model.initialize(model.example_batch(4))
+    perturb_parameters(model, 0.05)
+    model.train()
+    batch = model.example_batch(3)
+    loss_a, ga, _, _ = _grads(model, batch, False)
+    assert calls and all(s[-1] == 36 for s in calls)  # 6x6 maps, heads 4 wide
+    n_ordinary = len(calls)
+    loss_b, gb, _, fn = _grads(model, batch, True)
+    assert "_InvertibleStepsBackward" in _node_names(fn)
+    assert len(calls) > 2 * n_ordinary  # forward, then the recomputation inside backward
+    torch.testing.assert_close(loss_b, loss_a, rtol=0, atol=0)
+    scale = max(float(g.abs().max()) for g in ga if g is not None)
+    for a, b in zip(ga, gb):
+        if a is not None:
+            torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-5 * scale)
+
 def test_no_grad_and_eval_paths_are_untouched():
     model = _model("srflow", {}).set_invertible_backprop(True)
     batch = model.example_batch(2)
