@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -394,6 +395,30 @@ class _GatedConv(nn.Module):
 _LOG2E = 1.4426950408889634
 #: bytes of the ``[heads, L, L]`` attention weights one block of :func:`head_major_attention` holds
 HEAD_MAJOR_BLOCK_BYTES = 1 << 21
+#: whether the Flow++ attention may use :func:`head_major_attention` where it pays; ``False``: always
+#: ``scaled_dot_product_attention`` (``benchmarks/attention_kernels.py`` times the two)
+HEAD_MAJOR_ATTENTION = True
+
+
+_scratch_store = threading.local()
+
+
+def _scratch(slot: str, shape: tuple[int, ...], like: Tensor) -> Tensor:
+    """An uninitialised ``shape`` tensor of ``like``'s dtype and device, the same memory on every
+    call with the same ``slot`` in this thread (it grows to the largest size asked for).
+
+    For the head-major attention's block buffers (at most :data:`HEAD_MAJOR_BLOCK_BYTES` each):
+    a fresh multi-MiB tensor per call is page-faulted in again on every call once the C allocator
+    has returned it to the system, which made ``[32, 4, 64, 12]`` forward + backward 1.7x slower
+    here (2.14 against 1.26 ms). A slot is only used inside one forward or one backward call,
+    which never nest."""
+    store = _scratch_store.__dict__
+    key = (slot, like.dtype, like.device)
+    numel = math.prod(shape)
+    buf = store.get(key)
+    if buf is None or buf.numel() < numel:
+        buf = store[key] = torch.empty(numel, dtype=like.dtype, device=like.device)
+    return buf[:numel].view(shape)
 
 
 def _head_blocks(n: int, length: int, element_size: int) -> tuple[int, list[slice]]:
@@ -417,12 +442,12 @@ class _HeadMajorAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         n, d, length = q.shape
-        q_scaled = q * (_LOG2E / math.sqrt(d))
+        q_scaled = torch.mul(q, _LOG2E / math.sqrt(d), out=_scratch("q_scaled", q.shape, q))
         out = torch.empty_like(v)
         backward = any(ctx.needs_input_grad)
         lse = torch.empty(n, 1, length, dtype=q.dtype, device=q.device) if backward else None
         per, blocks = _head_blocks(n, length, q.element_size())
-        weights = torch.empty(min(per, n), length, length, dtype=q.dtype, device=q.device)
+        weights = _scratch("weights", (min(per, n), length, length), q)
         for blk in blocks:
             s = torch.bmm(q_scaled[blk].transpose(1, 2), k[blk], out=weights[: blk.stop - blk.start])
             row_max = s.amax(-1, keepdim=True)
@@ -443,12 +468,12 @@ class _HeadMajorAttention(torch.autograd.Function):
         q, k, v, out, lse = ctx.saved_tensors
         n, d, length = q.shape
         grad_out = grad_out.contiguous()
-        q_scaled = q * (_LOG2E / math.sqrt(d))
+        q_scaled = torch.mul(q, _LOG2E / math.sqrt(d), out=_scratch("q_scaled", q.shape, q))
         delta = (grad_out * out).sum(1, keepdim=True)  # rowsum(dO O), [n, 1, L]
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
         per, blocks = _head_blocks(n, length, q.element_size())
-        p_buf = torch.empty(min(per, n), length, length, dtype=q.dtype, device=q.device)
-        ds_buf = torch.empty_like(p_buf)
+        p_buf = _scratch("weights", (min(per, n), length, length), q)
+        ds_buf = _scratch("weight_grads", (min(per, n), length, length), q)
         for blk in blocks:
             m = blk.stop - blk.start
             p = torch.bmm(q_scaled[blk].transpose(1, 2), k[blk], out=p_buf[:m])
@@ -484,15 +509,23 @@ def head_major_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     return _HeadMajorAttention.apply(q.contiguous(), k.contiguous(), v.contiguous())
 
 
-def head_major_attention_pays(length: int, head_dim: int, dtype: torch.dtype, device: torch.device) -> bool:
-    """Whether :func:`head_major_attention` beats the fused kernel: float32 on the CPU, heads at
-    most 16 wide, 25 to 362 positions (at least four heads' weights per block). Measured on 2
-    cores, forward + backward against ``scaled_dot_product_attention``: 0.63x at ``[32, 4, 256,
-    12]``, 0.45x at 64 positions, 0.46x at 25; but 1.07x at 16 positions, 0.98x with 24-wide
-    heads and 1.05x in float64 at 256 positions."""
+def head_major_attention_pays(
+    heads: int, length: int, head_dim: int, dtype: torch.dtype, device: torch.device
+) -> bool:
+    """Whether :func:`head_major_attention` beats the fused kernel for ``heads`` heads (batch x
+    heads per image) of width ``head_dim`` over ``length`` positions: float32 on the CPU, heads at
+    most 16 wide, 25 to 362 positions (at least four heads' weights per block), at least 64 heads.
+
+    Measured on 2 cores, forward + backward against ``scaled_dot_product_attention``
+    (``benchmarks/attention_kernels.py``; shapes ``[batch, heads, positions, width]``): 0.63-0.74x
+    at ``[32, 4, 256, 12]``, 0.45-0.69x at ``[32, 4, 64, 12]``, 0.76x at ``[16, 4, 64, 12]``, 0.81x
+    at ``[16, 4, 36, 12]``; but 1.07x at 16 positions, 0.98x with 24-wide heads, 1.05x in float64,
+    and 1.0-1.8x for ``[1..16, 4, 256, 12]`` (the per-block overhead of few heads).
+    """
     return (
         device.type == "cpu"
         and dtype == torch.float32
+        and heads >= 64
         and head_dim <= 16
         and 25 <= length
         and 4 * length * length * 4 <= HEAD_MAJOR_BLOCK_BYTES
@@ -552,7 +585,10 @@ class _GatedAttention(nn.Module):
         qkv = self.in_proj(x + self._pos_enc(x))
         on_weights = self.dropout_on == "weights" and self.training and self.dropout > 0
         autocast = x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
-        if not on_weights and not autocast and head_major_attention_pays(h * w, c // self.heads, qkv.dtype, x.device):
+        if (
+            HEAD_MAJOR_ATTENTION and not on_weights and not autocast
+            and head_major_attention_pays(b * self.heads, h * w, c // self.heads, qkv.dtype, x.device)
+        ):
             out = self._head_major(qkv)
         else:
             out = self._fused(qkv, self.dropout if on_weights else 0.0, autocast)

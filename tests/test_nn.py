@@ -181,6 +181,22 @@ def test_head_major_attention_blocks_cover_every_head(monkeypatch):
         torch.testing.assert_close(out[h : h + 1], _sdpa_head_major(q[h : h + 1], k[h : h + 1], v[h : h + 1]))
 
 
+def test_head_major_attention_reuses_its_buffers_safely():
+    """The block buffers are shared by every call of a thread: a second, larger call between the
+    first call's forward and backward (which regrows them) changes neither result."""
+    q1, k1, v1 = (torch.randn(6, 4, 30, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    q2, k2, v2 = (torch.randn(9, 4, 50, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    g1, g2 = torch.randn(6, 4, 30, dtype=torch.float64), torch.randn(9, 4, 50, dtype=torch.float64)
+    out1 = head_major_attention(q1, k1, v1)
+    out2 = head_major_attention(q2, k2, v2)
+    grads2 = torch.autograd.grad(out2, [q2, k2, v2], g2)
+    grads1 = torch.autograd.grad(out1, [q1, k1, v1], g1)
+    for out, grads, (q, k, v), g in ((out1, grads1, (q1, k1, v1), g1), (out2, grads2, (q2, k2, v2), g2)):
+        ref = _sdpa_head_major(q, k, v)
+        torch.testing.assert_close(out, ref)
+        for a, b in zip(torch.autograd.grad(ref, [q, k, v], g), grads):
+            torch.testing.assert_close(b, a)
+
 def test_head_major_attention_gradcheck(monkeypatch):
     monkeypatch.setattr(attn_nn, "HEAD_MAJOR_BLOCK_BYTES", 2 * 5 * 5 * 8)  # two heads per block
     q, k, v = (torch.randn(3, 4, 5, dtype=torch.float64, requires_grad=True) for _ in range(3))
@@ -201,21 +217,23 @@ def test_head_major_attention_rejects_bad_shapes_and_passes_empty_ones():
 
 def test_head_major_attention_pays_only_where_measured_faster():
     cpu = torch.device("cpu")
-    assert head_major_attention_pays(256, 12, torch.float32, cpu)
-    assert head_major_attention_pays(64, 16, torch.float32, cpu)
-    assert head_major_attention_pays(25, 12, torch.float32, cpu)
-    assert not head_major_attention_pays(16, 12, torch.float32, cpu)  # 4x4 maps: the fused kernel
-    assert not head_major_attention_pays(256, 24, torch.float32, cpu)  # wider heads
-    assert not head_major_attention_pays(256, 12, torch.float64, cpu)
-    assert not head_major_attention_pays(1024, 12, torch.float32, cpu)  # under 4 heads per block
-    assert not head_major_attention_pays(256, 12, torch.float32, torch.device("cuda"))
+    assert head_major_attention_pays(128, 256, 12, torch.float32, cpu)
+    assert head_major_attention_pays(64, 64, 16, torch.float32, cpu)
+    assert head_major_attention_pays(64, 25, 12, torch.float32, cpu)
+    assert not head_major_attention_pays(32, 256, 12, torch.float32, cpu)  # few heads: per-block overhead
+    assert not head_major_attention_pays(128, 16, 12, torch.float32, cpu)  # 4x4 maps: the fused kernel
+    assert not head_major_attention_pays(128, 256, 24, torch.float32, cpu)  # wider heads
+    assert not head_major_attention_pays(128, 256, 12, torch.float64, cpu)
+    assert not head_major_attention_pays(128, 1024, 12, torch.float32, cpu)  # under 4 heads per block
+    assert not head_major_attention_pays(128, 256, 12, torch.float32, torch.device("cuda"))
 
 
 @pytest.mark.parametrize("dropout_on", ["output", "weights"])
 def test_flowpp_attention_head_major_and_fused_paths_agree(dropout_on, monkeypatch):
-    """The Flow++ attention block on 8x8 float32 maps with 12-wide heads takes the head-major path
-    (counted), except with dropout on its weights in training; in eval both paths give the same
-    output and gradients to float32 rounding."""
+    """The Flow++ attention block on 8x8 float32 maps, 16 images of 4 heads 12 wide, takes the
+    head-major path (counted), except with dropout on its weights in training or with
+    ``HEAD_MAJOR_ATTENTION`` off; in eval both paths give the same output and gradients to float32
+    rounding."""
     calls = []
     real = attn_nn.head_major_attention
     monkeypatch.setattr(attn_nn, "head_major_attention", lambda *a: calls.append(1) or real(*a))
@@ -223,12 +241,12 @@ def test_flowpp_attention_head_major_and_fused_paths_agree(dropout_on, monkeypat
     with torch.no_grad():
         for p in block.parameters():
             p.normal_(0, 0.3)
-    x = torch.randn(3, 48, 8, 8).contiguous(memory_format=torch.channels_last).requires_grad_()
-    g = torch.randn(3, 48, 8, 8)
+    x = torch.randn(16, 48, 8, 8).contiguous(memory_format=torch.channels_last).requires_grad_()
+    g = torch.randn(16, 48, 8, 8)
     out = block(x)
     assert len(calls) == 1 and out.is_contiguous(memory_format=torch.channels_last)
     grads = torch.autograd.grad(out, [x, *block.parameters()], g)
-    monkeypatch.setattr(attn_nn, "head_major_attention_pays", lambda *a: False)
+    monkeypatch.setattr(attn_nn, "HEAD_MAJOR_ATTENTION", False)
     ref = block(x)
     assert len(calls) == 1
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)

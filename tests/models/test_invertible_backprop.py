@@ -84,8 +84,9 @@ def test_gradients_equal_the_ordinary_path(case):
 
 
 def test_float32_head_major_attention_recomputes_in_backward(monkeypatch):
-    """A float32 mARFlow whose 6x6 coupling maps take the CPU's head-major attention: invertible
-    backprop re-runs it inside backward and gets the ordinary gradients to float32 rounding."""
+    """A float32 mARFlow whose 6x6 coupling maps (32 images, 2 heads) take the CPU's head-major
+    attention: invertible backprop re-runs it inside backward and gets the ordinary gradients to
+    float32 rounding."""
     import attnflow.nn as attn_nn
 
     calls = []
@@ -97,9 +98,9 @@ def test_float32_head_major_attention_recomputes_in_backward(monkeypatch):
     model.initialize(model.example_batch(4))
     perturb_parameters(model, 0.05)
     model.train()
-    batch = model.example_batch(3)
+    batch = model.example_batch(32)
     loss_a, ga, _, _ = _grads(model, batch, False)
-    assert calls and all(s[-1] == 36 for s in calls)  # 6x6 maps, heads 4 wide
+    assert calls and all(s == (64, 4, 36) for s in calls)  # 32 x 2 heads, 4 wide, on 6x6 maps
     n_ordinary = len(calls)
     loss_b, gb, _, fn = _grads(model, batch, True)
     assert "_InvertibleStepsBackward" in _node_names(fn)
