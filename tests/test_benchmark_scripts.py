@@ -1,5 +1,6 @@
 """The benchmark scripts this project's speed figures come from keep running: ``flops.py``,
-``autocast_bpd.py`` and ``step_sync.py`` on tiny models, as subprocesses (as they are run)."""
+``autocast_bpd.py``, ``step_sync.py`` and ``attention_kernels.py`` on tiny models, as subprocesses
+(as they are run)."""
 
 from __future__ import annotations
 
@@ -49,3 +50,16 @@ def test_step_sync_times_both_guards():
     rows = {r.strip("|").split("|")[0].strip(): r for r in out.strip().splitlines()[-2:]}
     assert set(rows) == {"host", "device"}
     assert all(float(r.strip("|").split("|")[1]) > 0 for r in rows.values())
+
+
+def test_attention_kernels_times_both_paths_on_tensors_and_in_a_model():
+    out = _script("attention_kernels.py", "--shapes", "2x32x30x8", "2x2x16x8", "--repeats", "1")
+    rows = [r.strip("|").split("|") for r in out.strip().splitlines()[-2:]]
+    assert [r[0].strip() for r in rows] == ["2x32x30x8", "2x2x16x8"]
+    assert [r[-1].strip() for r in rows] == ["yes", "no"]  # 64 heads of 30 positions pay, 4 of 16 not
+    assert all(float(c) > 0 for r in rows for c in r[2:8])
+    out = _script("attention_kernels.py", "--preset", "mnist", "--batch", "2", "--repeats", "1",
+                  *(x for s in TINY for x in ("--set", s)))
+    rows = [r.strip("|").split("|") for r in out.strip().splitlines()[-2:]]
+    assert [r[2].strip() for r in rows] == ["training step", "sampling batch"]
+    assert all(float(c) > 0 for r in rows for c in r[3:6])
