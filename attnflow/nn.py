@@ -516,11 +516,12 @@ def head_major_attention_pays(
     heads per image) of width ``head_dim`` over ``length`` positions: float32 on the CPU, heads at
     most 16 wide, 25 to 362 positions (at least four heads' weights per block), at least 64 heads.
 
-    Measured on 2 cores, forward + backward against ``scaled_dot_product_attention``
-    (``benchmarks/attention_kernels.py``; shapes ``[batch, heads, positions, width]``): 0.63-0.74x
-    at ``[32, 4, 256, 12]``, 0.45-0.69x at ``[32, 4, 64, 12]``, 0.76x at ``[16, 4, 64, 12]``, 0.81x
-    at ``[16, 4, 36, 12]``; but 1.07x at 16 positions, 0.98x with 24-wide heads, 1.05x in float64,
-    and 1.0-1.8x for ``[1..16, 4, 256, 12]`` (the per-block overhead of few heads).
+    Measured on 2 cores, forward + backward against ``scaled_dot_product_attention`` over several
+    runs (``benchmarks/attention_kernels.py``; shapes ``[batch, heads, positions, width]``; the
+    ratios move with this machine's speed phases): 0.69-0.82x at ``[32, 4, 256, 12]``, 0.66-0.82x
+    at ``[32, 4, 64, 12]``, 0.75-0.81x at ``[16, 4, 64, 12]``, 0.81-0.91x at ``[16, 4, 36, 12]``;
+    but 0.99-1.19x at 16 positions, up to 1.04x with 24-wide heads, 1.07x in float64, and up to
+    1.07x at ``[8, 4, 256, 12]`` (1.3-1.8x with 1 to 4 images: the blocks' overhead).
     """
     return (
         device.type == "cpu"
