@@ -3,13 +3,14 @@ against another commit (``--base``, default ``main``).
 
     python benchmarks/same_results.py --base main
 
-For each configuration of ``benchmarks/against.py`` (random 8-bit data), the *base* tree builds the
-model (seed 0), runs its data-dependent initialisation on a fixed batch, moves every parameter off
-its initialisation (``N(0, 0.02^2)`` noise: the zero-initialised output convs would hide most of the
-computation) and saves the weights and the batch; then each tree, in its own subprocess, loads the
-same weights and computes the bits/dim (eval mode, the same dequantisation noise) of that batch in
-float32 and float64. The table shows the largest relative difference ours / base per image, which
-must stay below 1e-5.
+For each configuration of ``benchmarks/against.py`` (random 8-bit data, at that configuration's
+batch size unless ``--batch`` is given: the CPU attention path depends on it), the *base* tree
+builds the model (seed 0), runs its data-dependent initialisation on a fixed batch, moves every
+parameter off its initialisation (``N(0, 0.02^2)`` noise: the zero-initialised output convs would
+hide most of the computation) and saves the weights and the batch; then each tree, in its own
+subprocess, loads the same weights and computes the bits/dim (eval mode, the same dequantisation
+noise) of that batch in float32 and float64. The table shows the largest relative difference ours
+/ base per image, which must stay below 1e-5.
 """
 
 from __future__ import annotations
@@ -70,19 +71,22 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--base", default="main")
     p.add_argument("--configs", nargs="+", default=list(CONFIGS))
-    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--batch", type=int, default=None,
+                   help="images per batch (default: each configuration's against.py batch, the "
+                        "shapes the speed is measured at; some CPU paths depend on the batch)")
     args = p.parse_args()
     print("| config | batch | bits/dim float32 (base) | max rel. diff float32 | max rel. diff float64 |")
     print("|---|---|---|---|---|")
     with checkout(args.base, ROOT) as (theirs, sha), tempfile.TemporaryDirectory() as tmp:
         for name in args.configs:
             c = CONFIGS[name]
+            batch = args.batch or c.batch
             path = Path(tmp) / f"{name}.pt"
-            run(theirs, c.preset, args.batch, path, "make")
-            base, ours = run(theirs, c.preset, args.batch, path, "eval"), run(ROOT, c.preset, args.batch, path, "eval")
+            run(theirs, c.preset, batch, path, "make")
+            base, ours = run(theirs, c.preset, batch, path, "eval"), run(ROOT, c.preset, batch, path, "eval")
             assert base["attnflow"].startswith(str(theirs)) and ours["attnflow"].startswith(str(ROOT)), (base, ours)
             rel = {k: max(abs(a - b) / abs(b) for a, b in zip(ours[k], base[k])) for k in ("bpd32", "bpd64")}
-            print(f"| {name} | {args.batch} | {sum(base['bpd32']) / len(base['bpd32']):.6f} | "
+            print(f"| {name} | {batch} | {sum(base['bpd32']) / len(base['bpd32']):.6f} | "
                   f"{rel['bpd32']:.2e} | {rel['bpd64']:.2e} |", flush=True)
     print(f"\nbase {sha[:8]}")
     return 0
