@@ -4,7 +4,7 @@ For the paper's 1/1 and 2/8 presets (``celeba-sr-8x-{1-1,2-8}-{none,imap,itrans}
 and LR 20x20 on random data: median training step (forward, backward, optimiser step; batch 16 by
 default) and sampling time (one SR image per LR image of the batch), peak memory, and the overhead
 of attention over the backbone (``attention / none``, training and sampling). On CUDA it also
-compares the throughput with the reference SRFlow implementation measured on an H200 (PAPER.md:
+compares the throughput with the reference SRFlow implementation measured on an H200 (batch 16:
 1/1 385 img/s training, 1,193 img/s sampling; 2/8 128 and 373). Prints one Markdown table.
 
     .venv/bin/python benchmarks/sr_step.py                         # CPU (slow: use --repeats 2)
@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from attnflow.config import load_preset  # noqa: E402
 from attnflow.training.bench import bench_config  # noqa: E402
 
-#: reference SRFlow on an NVIDIA H200, batch 16 (PAPER.md): (train img/s, sample img/s)
+#: the reference SRFlow implementation measured on an NVIDIA H200, batch 16: (train img/s, sample img/s)
 REFERENCE_H200 = {"1-1": (385.0, 1193.0), "2-8": (128.0, 373.0)}
 
 

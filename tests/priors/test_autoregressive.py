@@ -313,7 +313,7 @@ def test_bad_inputs(device):
 # the reference also builds an unused E at the top level (41,636 more: 1,524,914 in all).
 # Ours drops the redundant second gate bias (-384 per level) and the unused top E.
 REF_USED = (627_814, 632_614, 222_850)
-PARAM_RANGE = (1_400_000, 1_600_000)  # "~1.5M in all configs" (PAPER.md)
+PARAM_RANGE = (1_400_000, 1_600_000)  # the paper gives about 1.5M prior parameters for every configuration
 
 
 def _level_priors(image_channels: int, levels: int, **kwargs) -> list[ChannelARPrior]:
