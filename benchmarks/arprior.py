@@ -26,10 +26,10 @@ from attnflow.models.marflow import ar_priors  # noqa: E402
 from attnflow.priors import ChannelARPrior, gaussian_log_prob  # noqa: E402
 
 
-def _timer(
+def _timer_rounds(
     fns: dict[str, Callable[[], object]], device: torch.device, warmup: int, repeats: int
-) -> dict[str, float]:
-    """Median wall time of each function in milliseconds.
+) -> dict[str, list[float]]:
+    """Wall time of each function in milliseconds, one entry per round.
 
     The functions are run interleaved (a, b, c, a, b, c, ...) so that load drifting on a shared
     machine hits all of them alike; the device is synchronised around each run.
@@ -47,7 +47,14 @@ def _timer(
             fn()
             sync()
             times[name].append(1e3 * (time.perf_counter() - t0))
-    return {k: statistics.median(v) for k, v in times.items()}
+    return times
+
+
+def _timer(
+    fns: dict[str, Callable[[], object]], device: torch.device, warmup: int, repeats: int
+) -> dict[str, float]:
+    """Median wall time of each function in milliseconds, run interleaved (:func:`_timer_rounds`)."""
+    return {k: statistics.median(v) for k, v in _timer_rounds(fns, device, warmup, repeats).items()}
 
 
 def _fwd_bwd(prior: ChannelARPrior, z, ctx, time_major: bool) -> Callable[[], None]:

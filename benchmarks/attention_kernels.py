@@ -20,33 +20,30 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-import attnflow.nn as attn_nn
-from attnflow.config import apply_overrides, load_preset
-from attnflow.models import build_model
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from arprior import _timer_rounds  # noqa: E402  (interleaved rounds)
+
+import attnflow.nn as attn_nn  # noqa: E402
+from attnflow.config import apply_overrides, load_preset  # noqa: E402
+from attnflow.models import build_model  # noqa: E402
 
 DEFAULT_SHAPES = ["32x4x256x12", "32x4x64x12", "32x4x16x12", "32x4x256x24", "32x1x196x32", "32x1x49x32"]
 
 
 def alternate(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 3) -> dict[str, float]:
-    """Median ms per call of each function, the functions called in turn ``repeats`` times, and
-    (key ``"ratio"``) the median over the rounds of the last function's time over the first's."""
-    for f in fns.values():
-        for _ in range(warmup):
-            f()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, f in fns.items():
-            t0 = time.perf_counter()
-            f()
-            times[k].append(time.perf_counter() - t0)
+    """Median ms per call of each function, the functions called in turn ``repeats`` times
+    (``arprior._timer_rounds``), and (key ``"ratio"``) the median over the rounds of the last
+    function's time over the first's."""
+    times = _timer_rounds(fns, torch.device("cpu"), warmup, repeats)
     first, last = times[next(iter(fns))], times[list(fns)[-1]]
-    out = {k: 1e3 * statistics.median(v) for k, v in times.items()}
+    out = {k: statistics.median(v) for k, v in times.items()}
     out["ratio"] = statistics.median(b / a for a, b in zip(first, last))
     return out
 
