@@ -1,13 +1,16 @@
 """The benchmark scripts this project's speed figures come from keep running: ``flops.py``,
-``autocast_bpd.py``, ``step_sync.py`` and ``attention_kernels.py`` on tiny models, as subprocesses
-(as they are run)."""
+``autocast_bpd.py``, ``step_sync.py``, ``attention_kernels.py`` and ``conv_share.py`` on tiny models, as
+subprocesses (as they are run)."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import torch
 
 from attnflow.config import apply_overrides, load_preset
 from attnflow.training import train
@@ -63,3 +66,51 @@ def test_attention_kernels_times_both_paths_on_tensors_and_in_a_model():
     rows = [r.strip("|").split("|") for r in out.strip().splitlines()[-2:]]
     assert [r[2].strip() for r in rows] == ["training step", "sampling batch"]
     assert all(float(c) > 0 for r in rows for c in r[3:6])
+
+
+def _conv_share():
+    spec = importlib.util.spec_from_file_location("benchmarks_conv_share", ROOT / "benchmarks" / "conv_share.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_conv_share_records_every_convolution_with_its_layout_and_replays_them():
+    conv_share = _conv_share()
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+                              torch.nn.Conv2d(8, 4, 5, padding=4, dilation=2, bias=False))
+    net = net.to(memory_format=torch.channels_last)
+    x = torch.randn(2, 3, 6, 6).contiguous(memory_format=torch.channels_last)
+    calls = conv_share.record_convolutions(lambda: net(x).square().sum().backward())
+    assert [c.backward for c in calls] == [None, None, (True, True, False), (False, True, True)]
+    first, second, back2, back1 = calls
+    assert first.tensors[0].size == (2, 3, 6, 6) and first.tensors[0].stride == x.stride()
+    assert first.tensors[1].size == (8, 3, 3, 3) and first.tensors[2].size == (8,)
+    assert second.tensors[2] is None and second.geometry[:3] == ([1, 1], [4, 4], [2, 2])
+    assert back2.tensors[1].stride == (288, 1, 48, 8)  # the ReLU output, channels-last
+    assert back1.bias_sizes == (8,) and back2.bias_sizes == (0,)  # no bias: zero-sized
+    ran = []
+    aten_conv = conv_share.aten.convolution
+
+    class Spy(conv_share.TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func in (aten_conv.default, conv_share.aten.convolution_backward.default):
+                ran.append((func, tuple(args[0].shape), tuple(args[1].stride())))
+            return func(*args, **(kwargs or {}))
+
+    replay = conv_share.replayer(calls, torch.device("cpu"))
+    with Spy():
+        replay()
+    assert [r[1] for r in ran] == [(2, 3, 6, 6), (2, 8, 6, 6), (2, 4, 6, 6), (2, 8, 6, 6)]
+    assert ran[2][2] == (288, 1, 48, 8)
+
+
+def test_conv_share_prints_the_share_of_a_step():
+    out = _script("conv_share.py", "--preset", "mnist", "--batch", "2", "--repeats", "1",
+                  "--warmup", "0", *(x for s in TINY for x in ("--set", s)))
+    cells = [c.strip() for c in out.strip().splitlines()[-1].strip("|").split("|")]
+    fwd, bwd = (int(n) for n in cells[3].split("+"))
+    assert cells[1] == "2" and fwd > 0 and bwd > 0
+    assert float(cells[4]) > float(cells[5]) > 0 and 0 < float(cells[6]) < 1
