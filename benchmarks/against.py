@@ -25,7 +25,9 @@ training shape), so no data set is needed. One measurement is one call of the si
 ``aa4ee21``) with one timed training step (forward, backward, clipping, Adamax step) after
 ``--warmup`` untimed ones, and one timed sampling batch after one untimed. The rounds are
 interleaved round-robin: for every round and configuration, ours then theirs; the table shows the
-median per side over ``--repeats`` rounds and the ratio ours / theirs (below 1: ours is faster).
+median per side over ``--repeats`` rounds, the ratio ours / theirs of those medians (below 1: ours
+is faster) and, under "per round", the median and range of the ratios within each round (the two
+sides of a round run back to back, so these see the same phase of a drifting machine).
 
 ``--threads`` (default: all cores) sets the torch threads (and ``OMP_NUM_THREADS``) of each worker.
 """
@@ -238,25 +240,34 @@ def compare(
             for key, values in samples[(c.name, side)].items():
                 row[f"{side}_{key}"] = statistics.median(values)
             row[f"{side}_params_M"] = params[(c.name, side)]
-        row["train_ratio"] = row["ours_train_ms"] / row["base_train_ms"]
-        row["sample_ratio"] = row["ours_sample_ms"] / row["base_sample_ms"]
+        for key in ("train", "sample"):
+            ours_ms, base_ms = (samples[(c.name, side)][f"{key}_ms"] for side in ("ours", "base"))
+            row[f"{key}_ratio"] = row[f"ours_{key}_ms"] / row[f"base_{key}_ms"]
+            # the two sides of a round ran back to back, so their ratio is less exposed to drift
+            row[f"{key}_round_ratios"] = [o / b for o, b in zip(ours_ms, base_ms)]
         rows.append(row)
     return {"rows": rows, **info}
 
 
+def _per_round(ratios: Sequence[float]) -> str:
+    """``median (min-max)`` of the per-round ratios."""
+    return f"{statistics.median(ratios):.3f} ({min(ratios):.3f}-{max(ratios):.3f})"
+
+
 def format_table(result: dict) -> str:
-    """One Markdown table: medians per side and the ratios ours / base."""
+    """One Markdown table: medians per side, the ratio of the medians ours / base, and the median
+    (and range) of the ratios within each round."""
     base = result["base"][:8]
     lines = [
-        f"| config | batch | train ms ours | train ms {base} | train ours/{base} "
-        f"| sample ms ours | sample ms {base} | sample ours/{base} |",
-        "|" + "---|" * 8,
+        f"| config | batch | train ms ours | train ms {base} | train ours/{base} | per round "
+        f"| sample ms ours | sample ms {base} | sample ours/{base} | per round |",
+        "|" + "---|" * 10,
     ]
     for r in result["rows"]:
         lines.append(
             f"| {r['config']} | {r['batch']} | {r['ours_train_ms']:.1f} | {r['base_train_ms']:.1f} | "
-            f"{r['train_ratio']:.3f} | {r['ours_sample_ms']:.1f} | {r['base_sample_ms']:.1f} | "
-            f"{r['sample_ratio']:.3f} |"
+            f"{r['train_ratio']:.3f} | {_per_round(r['train_round_ratios'])} | {r['ours_sample_ms']:.1f} | "
+            f"{r['base_sample_ms']:.1f} | {r['sample_ratio']:.3f} | {_per_round(r['sample_round_ratios'])} |"
         )
     return "\n".join(lines)
 

@@ -45,9 +45,13 @@ def test_against_head_on_a_tiny_config():
         assert row[f"{side}_train_ms"] > 0 and row[f"{side}_sample_ms"] > 0
     assert row["ours_params_M"] == row["base_params_M"]  # the same model on both sides
     assert row["train_ratio"] == pytest.approx(row["ours_train_ms"] / row["base_train_ms"])
+    for key in ("train", "sample"):  # one round: its ratio is the ratio of the medians
+        assert row[f"{key}_round_ratios"] == [pytest.approx(row[f"ours_{key}_ms"] / row[f"base_{key}_ms"])]
     assert [line.split(":")[0] for line in lines] == ["round 1/1 tiny ours", "round 1/1 tiny base"]
     table = against.format_table(result)
     assert table.count("\n") == 2 and "| tiny | 2 |" in table
+    assert table.splitlines()[0].count("per round") == 2
+    assert f"| {row['train_ratio']:.3f} ({row['train_ratio']:.3f}-{row['train_ratio']:.3f}) |" in table
     after = subprocess.run(["git", "worktree", "list"], cwd=ROOT, capture_output=True, text=True).stdout
     assert after == before  # the temporary worktree is gone
 
@@ -66,3 +70,14 @@ def test_ours_only_overrides_reach_this_tree_only():
                              threads=1, ours_overrides=["model.hidden=12"])
     (row,) = result["rows"]
     assert row["ours_params_M"] > row["base_params_M"]
+
+
+def test_the_table_shows_the_per_round_ratios_median_and_range():
+    against = _against()
+    row = {"config": "c", "batch": 4, "ours_train_ms": 10.0, "base_train_ms": 20.0, "train_ratio": 0.5,
+           "train_round_ratios": [0.9, 0.4, 0.6], "ours_sample_ms": 3.0, "base_sample_ms": 4.0,
+           "sample_ratio": 0.75, "sample_round_ratios": [0.8, 0.7]}
+    line = against.format_table({"base": "0123456789ab", "rows": [row]}).splitlines()[-1]
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells == ["c", "4", "10.0", "20.0", "0.500", "0.600 (0.400-0.900)", "3.0", "4.0", "0.750",
+                     "0.750 (0.700-0.800)"]
