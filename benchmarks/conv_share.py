@@ -28,12 +28,12 @@ from pathlib import Path
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from attnflow.config import apply_overrides, load_preset
-from attnflow.models import build_model
 from attnflow.nn import AUTOCAST_DTYPES, network_autocast
+from attnflow.training.bench import training_step
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from arprior import _timer_rounds  # noqa: E402  (interleaved rounds)
+from flops import add_model_arguments, initialised_model  # noqa: E402  (the same model set-up)
 
 aten = torch.ops.aten
 
@@ -117,31 +117,14 @@ def replayer(calls: list[ConvCall], device: torch.device) -> Callable[[], None]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--preset", required=True)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--set", dest="overrides", action="append", default=[])
-    p.add_argument("--device", default="cpu")
+    add_model_arguments(p)
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--warmup", type=int, default=2)
     args = p.parse_args()
-    config = apply_overrides(load_preset(args.preset), args.overrides)
+    config, model, batch = initialised_model(args)
     device = torch.device(args.device)
-    torch.manual_seed(0)
-    model = build_model(config).to(device)
-    batch = model.example_batch(args.batch, device)
-    model.initialize(batch)
-    model.train()
-    opt = torch.optim.Adamax(model.parameters(), lr=1e-4)
     low = AUTOCAST_DTYPES.get(config["train"].get("autocast"))
-
-    def step() -> None:
-        with network_autocast(low):
-            loss = model(batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 100.0)
-        opt.step()
-
+    step = training_step(model, batch, torch.optim.Adamax(model.parameters(), lr=1e-4), low)
     step()  # lazily built state (buffers, optimiser moments) before recording
 
     def forward_backward() -> None:

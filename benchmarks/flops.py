@@ -20,20 +20,32 @@ from attnflow.nn import AUTOCAST_DTYPES, network_autocast
 from attnflow.training.bench import bench_config
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """``--preset``, ``--batch``, ``--set`` and ``--device``: the model a step is measured on."""
     p.add_argument("--preset", required=True)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--set", dest="overrides", action="append", default=[])
     p.add_argument("--device", default="cpu")
-    p.add_argument("--repeats", type=int, default=3)
-    args = p.parse_args()
+
+
+def initialised_model(args: argparse.Namespace) -> tuple[dict, torch.nn.Module, object]:
+    """``(config, model, batch)``: the preset's model (seed 0) initialised on a random batch, in
+    training mode."""
     config = apply_overrides(load_preset(args.preset), args.overrides)
     torch.manual_seed(0)
     model = build_model(config).to(args.device)
     batch = model.example_batch(args.batch, args.device)
     model.initialize(batch)
     model.train()
+    return config, model, batch
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_model_arguments(p)
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args()
+    config, model, batch = initialised_model(args)
     with FlopCounterMode(display=False) as counter:
         with network_autocast(AUTOCAST_DTYPES.get(config["train"].get("autocast"))):
             loss = model(batch)

@@ -8,6 +8,7 @@ processes compete for the cores (two OpenMP pools on a busy 2-core machine can b
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
@@ -68,6 +69,16 @@ def move_layer(layer, shape, device, cond=None, *, steps: int = 3, seed: int = 0
     perturb_parameters(layer, 0.05, seed=seed)
     train_steps(layer, shape, cond=cond, steps=steps, lr=1e-2, seed=seed)
     return layer
+
+
+def load_benchmark(name: str):
+    """``benchmarks/<name>.py`` imported as a module (the scripts are not a package); registered in
+    ``sys.modules`` because dataclasses look their module up."""
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def run_cli(*args: str, check: bool = True, cwd=None, env_extra: dict | None = None, timeout: int = 600):

@@ -1,13 +1,12 @@
 """``benchmarks/against.py`` keeps working: its worker logic, the temporary worktree, the round-robin
 and the table, on a tiny config for one round against HEAD itself (no command line)."""
 
-import importlib.util
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -17,11 +16,7 @@ TINY = [
 
 
 def _against():
-    spec = importlib.util.spec_from_file_location("benchmarks_against", ROOT / "benchmarks" / "against.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("against")
 
 
 def _in_git_checkout() -> bool:

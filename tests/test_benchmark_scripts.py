@@ -4,13 +4,13 @@ subprocesses (as they are run)."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import torch
+from conftest import load_benchmark
 
 from attnflow.config import apply_overrides, load_preset
 from attnflow.training import train
@@ -68,16 +68,8 @@ def test_attention_kernels_times_both_paths_on_tensors_and_in_a_model():
     assert all(float(c) > 0 for r in rows for c in r[3:6])
 
 
-def _conv_share():
-    spec = importlib.util.spec_from_file_location("benchmarks_conv_share", ROOT / "benchmarks" / "conv_share.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_conv_share_records_every_convolution_with_its_layout_and_replays_them():
-    conv_share = _conv_share()
+    conv_share = load_benchmark("conv_share")
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
                               torch.nn.Conv2d(8, 4, 5, padding=4, dilation=2, bias=False))

@@ -5,18 +5,42 @@ from __future__ import annotations
 import resource
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 
 from ..models import FlowModel, build_model
 from ..nn import AUTOCAST_DTYPES, network_autocast
 
-__all__ = ["bench_config", "format_table", "synchronize"]
+__all__ = ["bench_config", "format_table", "synchronize", "training_step"]
 
 
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def training_step(
+    model: torch.nn.Module,
+    batch,
+    optimizer: torch.optim.Optimizer,
+    low_precision: torch.dtype | None = None,
+    net: Callable[..., torch.Tensor] | None = None,
+) -> Callable[[], None]:
+    """The training step the benchmarks time, as a function: the loss of ``net`` (default ``model``,
+    e.g. its compiled form) under :func:`~attnflow.nn.network_autocast` ``(low_precision)``, backward,
+    gradients clipped to norm 100, one ``optimizer`` step."""
+    run = model if net is None else net
+
+    def step() -> None:
+        with network_autocast(low_precision):
+            loss = run(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 100.0)
+        optimizer.step()
+
+    return step
 
 
 def bench_config(
@@ -52,14 +76,7 @@ def bench_config(
         torch.cuda.reset_peak_memory_stats(dev)
 
     low = AUTOCAST_DTYPES.get(config.get("train", {}).get("autocast"))
-
-    def step() -> None:
-        with network_autocast(low):
-            loss = net(batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 100.0)
-        opt.step()
+    step = training_step(model, batch, opt, low, net)
 
     times = []
     for i in range(warmup + repeats):
