@@ -2,6 +2,7 @@
 against another commit (``--base``, default ``main``).
 
     python benchmarks/same_results.py --base main
+    python benchmarks/same_results.py --base main --configs --presets mnist-3-2-48-itrans mnist
 
 For each configuration of ``benchmarks/against.py`` (random 8-bit data, at that configuration's
 batch size unless ``--batch`` is given: the CPU attention path depends on it), the *base* tree
@@ -70,7 +71,10 @@ def run(tree: Path, preset: str, batch: int, path: Path, mode: str) -> dict:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--base", default="main")
-    p.add_argument("--configs", nargs="+", default=list(CONFIGS))
+    p.add_argument("--configs", nargs="*", default=list(CONFIGS))
+    p.add_argument("--presets", nargs="+", default=[], metavar="PRESET",
+                   help="more presets to check (at --batch, default 8), e.g. attention variants: "
+                        "mnist-3-2-48-itrans")
     p.add_argument("--batch", type=int, default=None,
                    help="images per batch (default: each configuration's against.py batch, the "
                         "shapes the speed is measured at; some CPU paths depend on the batch)")
@@ -78,12 +82,12 @@ def main() -> int:
     print("| config | batch | bits/dim float32 (base) | max rel. diff float32 | max rel. diff float64 |")
     print("|---|---|---|---|---|")
     with checkout(args.base, ROOT) as (theirs, sha), tempfile.TemporaryDirectory() as tmp:
-        for name in args.configs:
-            c = CONFIGS[name]
-            batch = args.batch or c.batch
+        checks = [(name, CONFIGS[name].preset, args.batch or CONFIGS[name].batch) for name in args.configs]
+        checks += [(preset, preset, args.batch or 8) for preset in args.presets]
+        for name, preset, batch in checks:
             path = Path(tmp) / f"{name}.pt"
-            run(theirs, c.preset, batch, path, "make")
-            base, ours = run(theirs, c.preset, batch, path, "eval"), run(ROOT, c.preset, batch, path, "eval")
+            run(theirs, preset, batch, path, "make")
+            base, ours = run(theirs, preset, batch, path, "eval"), run(ROOT, preset, batch, path, "eval")
             assert base["attnflow"].startswith(str(theirs)) and ours["attnflow"].startswith(str(ROOT)), (base, ours)
             rel = {k: max(abs(a - b) / abs(b) for a, b in zip(ours[k], base[k])) for k in ("bpd32", "bpd64")}
             print(f"| {name} | {batch} | {sum(base['bpd32']) / len(base['bpd32']):.6f} | "

@@ -260,23 +260,63 @@ class ITrans(_MaskedLayer):
     def weights(self, x1p: Tensor) -> Tensor:
         """The ``[B, N, N]`` mixing matrix ``W`` from the masked patches ``x1p`` ``[B, N, ph, pw, C]``.
 
-        ``Q`` and ``K`` are 1x1 convolutions, i.e. one matmul over the channels of every entry.
+        ``Q`` and ``K`` are 1x1 convolutions, i.e. one matmul over the channels of every entry. The
+        logits are computed in one of two exact ways, whichever has the smaller intermediates
+        (:meth:`_uses_gram`): from ``Q`` and ``K`` themselves (:meth:`_logits_projected`), or from
+        the patches' Gram matrices (:meth:`_logits_gram`).
         """
         b, n = x1p.shape[0], self.patches
-        kc = self.key_channels
-        weight = torch.cat([self.query.weight, self.key.weight]).flatten(1).to(x1p.dtype)
-        bias = torch.cat([self.query.bias, self.key.bias]).to(x1p.dtype)
-        qk = torch.nn.functional.linear(x1p, weight, bias)  # [B, N, ph, pw, 2 * heads * kc]
-        qk = qk.view(b, n, -1, 2, self.heads, kc)
-        q, k = qk.unbind(3)  # [B, N, ph*pw, heads, kc] (unbind: one gradient in backward, no zero-fill)
-        dim = q.shape[2] * kc  # D_k: features per patch and head
-        scale = torch.exp(-self.log_temperature) / math.sqrt(dim)
-        logits = torch.einsum("bnphk,bmphk->bhnm", q, k) * scale
-        attn = torch.softmax(logits, dim=-1).mean(1)
+        xf = x1p.reshape(b, n, -1, x1p.shape[-1])  # [B, N, P, C], P = ph * pw entries per patch
+        entries = xf.shape[2]
+        logits = self._logits_gram(xf) if self._uses_gram(entries, xf.shape[3]) else self._logits_projected(xf)
+        scale = torch.exp(-self.log_temperature) / math.sqrt(entries * self.key_channels)  # 1/(d sqrt(D_k))
+        attn = torch.softmax(logits * scale, dim=2).mean(3)  # over the keys m, then the mean over heads
         c = 1.0 + F.softplus(self.theta)
         eye = torch.eye(n, dtype=attn.dtype, device=attn.device)
         mix = (attn + c * eye) / (1.0 + c)
         return mix * torch.exp(self.log_scale).to(mix.dtype) if self.scaled else mix
+
+    def _uses_gram(self, entries: int, channels: int) -> bool:
+        """The Gram route when its ``[B, N C, N C]`` Gram matrices are no larger than the
+        ``[B, N, P, 2 heads D]`` queries and keys (few patches of many entries: 4 patches of 8x8
+        at 16x16); the projected route otherwise (one patch per pixel)."""
+        return self.patches * channels * channels <= 2 * entries * self.heads * self.key_channels
+
+    def _projection(self, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``W_q, W_k`` ``[heads, D, C]`` and ``b_q, b_k`` ``[heads, D]`` in ``dtype``."""
+        h, d = self.heads, self.key_channels
+        return (self.query.weight.view(h, d, -1).to(dtype), self.key.weight.view(h, d, -1).to(dtype),
+                self.query.bias.view(h, d).to(dtype), self.key.bias.view(h, d).to(dtype))
+
+    def _logits_projected(self, xf: Tensor) -> Tensor:
+        """``[B, N, M, heads]`` logits ``sum_p <Q_h(x_np), K_h(x_mp)>`` from the projected entries."""
+        b, n, entries, _ = xf.shape
+        wq, wk, bq, bk = self._projection(xf.dtype)
+        weight = torch.cat([wq, wk], dim=0).flatten(0, 1)
+        bias = torch.cat([bq, bk], dim=0).flatten()
+        qk = torch.nn.functional.linear(xf, weight, bias)  # [B, N, P, 2 * heads * D]
+        qk = qk.view(b, n, entries, 2, self.heads, self.key_channels)
+        q, k = qk.unbind(3)  # [B, N, P, heads, D] (unbind: one gradient in backward, no zero-fill)
+        return torch.einsum("bnphk,bmphk->bnmh", q, k)
+
+    def _logits_gram(self, xf: Tensor) -> Tensor:
+        """The same logits from the Gram matrices ``G_b[(n, c), (m, c')] = sum_p x_npc x_mpc'``.
+
+        ``<W_q x + b_q, W_k y + b_k> = x^T M y + u . y + v . x + b_q . b_k`` with
+        ``M = W_q^T W_k`` (``C x C`` per head), ``u = W_k^T b_q``, ``v = W_q^T b_k``; summed over
+        the ``P`` entries of a patch, ``x^T M y`` becomes ``<M, G>``. One batched product over the
+        entries, then only ``C x C``-sized work: no ``[B, N, P, heads, D]`` queries and keys.
+        """
+        b, n, entries, c = xf.shape
+        wq, wk, bq, bk = self._projection(xf.dtype)
+        m = torch.einsum("hkc,hkd->cdh", wq, wk).reshape(c * c, self.heads)  # M_h[c, d] as [(c, d), h]
+        u = torch.einsum("hk,hkd->dh", bq, wk)  # [C, heads]
+        v = torch.einsum("hk,hkd->dh", bk, wq)
+        xt = xf.transpose(2, 3).reshape(b, n * c, entries)  # [B, (N, C), P]
+        gram = torch.bmm(xt, xt.transpose(1, 2)).view(b, n, c, n, c).transpose(2, 3).reshape(b * n * n, c * c)
+        sums = xf.sum(2)  # [B, N, C]: sum over the entries of each patch
+        logits = (gram @ m).view(b, n, n, self.heads)
+        return logits + (sums @ u).unsqueeze(1) + (sums @ v).unsqueeze(2) + entries * (bq * bk).sum(1)
 
     def _check(self, x: Tensor) -> None:
         check_input(self, x, self.channels, divisible_by=self.grid)

@@ -215,3 +215,45 @@ def test_itrans_init_mixing(device, moved, check_tolerances):
     for bad in (0.0, 0.5, 0.7):
         with pytest.raises(ValueError, match=r"init_mixing must be in \(0, 0.5\)"):
             ITrans(4, init_mixing=bad)
+
+
+@pytest.mark.parametrize("heads,key_channels", [(1, None), (3, None), (2, 2)])
+def test_itrans_gram_and_projected_logits_agree(heads, key_channels, dtype, device, monkeypatch):
+    """Both routes to the logits give the same mixing matrix and gradients (including the key bias,
+    whose only effect is a constant along each softmax row), and each is taken where it should be."""
+    torch.manual_seed(0)
+    layer = ITrans(5, heads=heads, patches=4, key_channels=key_channels).to(device=device, dtype=dtype)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    x = torch.randn(3, 4, 3, 3, 5, device=device, dtype=dtype)  # [B, N, ph, pw, C]
+    results = {}
+    for route in (True, False):
+        monkeypatch.setattr(ITrans, "_uses_gram", lambda self, entries, channels, route=route: route)
+        called = []
+        for name in ("_logits_gram", "_logits_projected"):
+            original = getattr(ITrans, name)
+            monkeypatch.setattr(ITrans, name, lambda self, xf, f=original, n=name: called.append(n) or f(self, xf))
+        layer.zero_grad()
+        xg = x.clone().requires_grad_()
+        w = layer.weights(xg)
+        (w * torch.linspace(-1, 1, w.numel(), device=device, dtype=dtype).view_as(w)).sum().backward()
+        assert called == ["_logits_gram" if route else "_logits_projected"]
+        results[route] = (w, xg.grad, {n: p.grad.clone() for n, p in layer.named_parameters()})
+        monkeypatch.undo()
+    (w1, g1, p1), (w2, g2, p2) = results[True], results[False]
+    tol = dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64 else dict(rtol=2e-4, atol=2e-5)
+    torch.testing.assert_close(w1, w2, **tol)
+    torch.testing.assert_close(g1, g2, **tol)
+    for name in p1:
+        scale = max(p2[name].abs().max().item(), 1.0) if name != "key.bias" else 1.0
+        torch.testing.assert_close(p1[name] / scale, p2[name] / scale, **tol)
+
+
+def test_itrans_route_rule():
+    """Gram matrices for few patches of many entries (16x16 in 4 patches), the projected queries
+    and keys for one patch per pixel."""
+    assert ITrans(12, heads=4, patches=4)._uses_gram(entries=64, channels=12)
+    assert ITrans(12, heads=1, patches=4)._uses_gram(entries=64, channels=12)
+    assert not ITrans(8, heads=4, patches=49)._uses_gram(entries=1, channels=8)
+    assert not ITrans(4, heads=1, patches=4)._uses_gram(entries=4, channels=4)  # 4 * 16 > 2 * 4 * 4
