@@ -2,38 +2,37 @@
 
     python benchmarks/layers.py [--device cuda] [--shape 32 12 16 16] [--repeats 50]
 
-Prints one Markdown table; ``ratio`` is the layer's time over the coupling's (goal: <= 0.30).
+Prints one Markdown table. The layers run interleaved, one forward + backward each per round
+(coupling, IMap, ..., coupling, IMap, ...), so a machine whose speed drifts slows them alike;
+``ratio`` is the median over rounds of the layer's time over the coupling's in the same round,
+with its range (goal for iTrans with 4 heads: at most 0.25).
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import time
+import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
 from attnflow.layers import AffineCoupling, IMap, ITrans
 
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from arprior import _timer_rounds  # noqa: E402  (interleaved rounds)
 
 
-def time_fwd_bwd(layer: torch.nn.Module, x: torch.Tensor, repeats: int, warmup: int) -> float:
-    """Median seconds of ``y, ld = layer(x); (y.sum() + ld.sum()).backward()``."""
-    times = []
-    for i in range(warmup + repeats):
+def fwd_bwd(layer: torch.nn.Module, x: torch.Tensor) -> Callable[[], None]:
+    """``y, ld = layer(x); (y.sum() + ld.sum()).backward()`` on a fresh leaf copy of ``x``."""
+
+    def run() -> None:
         xi = x.detach().requires_grad_(True)
-        sync(x.device)
-        t0 = time.perf_counter()
         y, ld = layer(xi)
         (y.sum() + ld.sum()).backward()
-        sync(x.device)
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+
+    return run
 
 
 def main() -> None:
@@ -55,18 +54,21 @@ def main() -> None:
         "ITrans (1 head)": ITrans(c, heads=1),
         "ITrans (4 heads)": ITrans(c, heads=4),
     }
-    rows = []
-    for name, layer in layers.items():
+    for layer in layers.values():
         layer.to(device)
-        rows.append((name, time_fwd_bwd(layer, x, args.repeats, args.warmup)))
-    base = rows[0][1]
+    times = _timer_rounds({name: fwd_bwd(layer, x) for name, layer in layers.items()}, device,
+                          args.warmup, args.repeats)
+    base = times[next(iter(layers))]
     threads = torch.get_num_threads() if device.type == "cpu" else "-"
-    print(f"input {tuple(x.shape)} float32 on {device} ({threads} threads), median of {args.repeats}")
+    print(f"input {tuple(x.shape)} float32 on {device} ({threads} threads), median of {args.repeats} "
+          f"interleaved rounds")
     print()
-    print("| layer | fwd+bwd ms | ratio to coupling |")
-    print("|---|---|---|")
-    for name, t in rows:
-        print(f"| {name} | {1000 * t:.3f} | {t / base:.3f} |")
+    print("| layer | fwd+bwd ms | ratio to coupling | range |")
+    print("|---|---|---|---|")
+    for name, t in times.items():
+        ratios = [a / b for a, b in zip(t, base)]
+        print(f"| {name} | {statistics.median(t):.3f} | {statistics.median(ratios):.3f} | "
+              f"{min(ratios):.3f}-{max(ratios):.3f} |")
 
 
 if __name__ == "__main__":
