@@ -121,7 +121,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--warmup", type=int, default=2)
     args = p.parse_args()
-    config, model, batch = initialised_model(args)
+    config, model, batch = initialised_model(args, p)
     device = torch.device(args.device)
     low = AUTOCAST_DTYPES.get(config["train"].get("autocast"))
     step = training_step(model, batch, torch.optim.Adamax(model.parameters(), lr=1e-4), low)

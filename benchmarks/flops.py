@@ -14,7 +14,7 @@ import argparse
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from attnflow.config import apply_overrides, load_preset
+from attnflow.config import ConfigError, apply_overrides, load_preset
 from attnflow.models import build_model
 from attnflow.nn import AUTOCAST_DTYPES, network_autocast
 from attnflow.training.bench import bench_config
@@ -28,12 +28,17 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu")
 
 
-def initialised_model(args: argparse.Namespace) -> tuple[dict, torch.nn.Module, object]:
+def initialised_model(
+    args: argparse.Namespace, parser: argparse.ArgumentParser
+) -> tuple[dict, torch.nn.Module, object]:
     """``(config, model, batch)``: the preset's model (seed 0) initialised on a random batch, in
-    training mode."""
-    config = apply_overrides(load_preset(args.preset), args.overrides)
-    torch.manual_seed(0)
-    model = build_model(config).to(args.device)
+    training mode. An unknown preset or a bad ``--set`` ends in ``parser.error`` (one line, exit 2)."""
+    try:
+        config = apply_overrides(load_preset(args.preset), args.overrides)
+        torch.manual_seed(0)
+        model = build_model(config).to(args.device)
+    except ConfigError as err:
+        parser.error(str(err))
     batch = model.example_batch(args.batch, args.device)
     model.initialize(batch)
     model.train()
@@ -45,7 +50,7 @@ def main() -> None:
     add_model_arguments(p)
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
-    config, model, batch = initialised_model(args)
+    config, model, batch = initialised_model(args, p)
     with FlopCounterMode(display=False) as counter:
         with network_autocast(AUTOCAST_DTYPES.get(config["train"].get("autocast"))):
             loss = model(batch)

@@ -26,6 +26,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from against import CONFIGS, ROOT, checkout  # noqa: E402
 
+from attnflow.config import ConfigError, load_preset  # noqa: E402
+
 WORKER = r"""
 import json, sys, torch
 tree, preset, batch, path, mode = sys.argv[1:6]
@@ -71,7 +73,7 @@ def run(tree: Path, preset: str, batch: int, path: Path, mode: str) -> dict:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--base", default="main")
-    p.add_argument("--configs", nargs="*", default=list(CONFIGS))
+    p.add_argument("--configs", nargs="*", default=list(CONFIGS), choices=sorted(CONFIGS))
     p.add_argument("--presets", nargs="+", default=[], metavar="PRESET",
                    help="more presets to check (at --batch, default 8), e.g. attention variants: "
                         "mnist-3-2-48-itrans")
@@ -79,6 +81,11 @@ def main() -> int:
                    help="images per batch (default: each configuration's against.py batch, the "
                         "shapes the speed is measured at; some CPU paths depend on the batch)")
     args = p.parse_args()
+    for preset in args.presets:  # before any checkout: an unknown name is one line, exit 2
+        try:
+            load_preset(preset)
+        except ConfigError as err:
+            p.error(str(err))
     print("| config | batch | bits/dim float32 (base) | max rel. diff float32 | max rel. diff float64 |")
     print("|---|---|---|---|---|")
     with checkout(args.base, ROOT) as (theirs, sha), tempfile.TemporaryDirectory() as tmp:

@@ -1,6 +1,6 @@
 """The benchmark scripts this project's speed figures come from keep running: ``flops.py``,
-``autocast_bpd.py``, ``step_sync.py``, ``attention_kernels.py`` and ``conv_share.py`` on tiny models, as
-subprocesses (as they are run)."""
+``autocast_bpd.py``, ``step_sync.py``, ``attention_kernels.py``, ``conv_share.py`` and ``layers.py``
+on tiny inputs, as subprocesses (as they are run)."""
 
 from __future__ import annotations
 
@@ -106,3 +106,21 @@ def test_conv_share_prints_the_share_of_a_step():
     fwd, bwd = (int(n) for n in cells[3].split("+"))
     assert cells[1] == "2" and fwd > 0 and bwd > 0
     assert float(cells[4]) > float(cells[5]) > 0 and 0 < float(cells[6]) < 1
+
+
+def test_conv_share_and_flops_reject_an_unknown_preset_in_one_line():
+    for name in ("conv_share.py", "flops.py"):
+        proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), "--preset", "no-such-preset"],
+                              capture_output=True, text=True, cwd=ROOT, timeout=300)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert "unknown preset 'no-such-preset'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_layers_times_every_layer_against_the_coupling_interleaved():
+    out = _script("layers.py", "--shape", "2", "4", "4", "4", "--hidden", "8", "--repeats", "2", "--warmup", "0")
+    rows = [r.strip("|").split("|") for r in out.strip().splitlines()[-5:]]
+    assert [r[0].strip().split(" (")[0] for r in rows] == ["AffineCoupling", "IMap", "IMap", "ITrans", "ITrans"]
+    assert rows[0][2].strip() == "1.000" and rows[0][3].strip() == "1.000-1.000"  # the coupling against itself
+    for r in rows:
+        low, high = (float(v) for v in r[3].split("-"))
+        assert float(r[1]) > 0 and low <= float(r[2]) <= high
