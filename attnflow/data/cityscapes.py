@@ -22,12 +22,19 @@ photo, is a :class:`DataError` naming the file.
 
 :class:`PairedFolders` reads ``root/A/*`` (label images) and ``root/B/*`` (photos) paired by file
 stem (the path relative to ``A`` / ``B`` without extension), e.g. ``A/0001.png`` <-> ``B/0001.jpg``.
+Its ``label_mode="onehot"`` (and that of :class:`attnflow.data.Pix2PixPairs`) turns *colour* label
+images into class ids by :func:`snap_to_palette`: each pixel becomes the id of the nearest colour of
+:func:`label_palette` (the Cityscapes colours for 34 classes, the synthetic-pairs colours for 2..16),
+so JPEG'd labels still give ids; the share of pixels that were not exactly a palette colour is
+reported once per dataset (:func:`report_snapping`).
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +43,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ..images import SYNTHETIC_PALETTE
+from ..images import CITYSCAPES_COLORS, SYNTHETIC_PALETTE
 from .common import (
     IMAGE_EXTENSIONS,
     DataError,
@@ -53,13 +60,24 @@ __all__ = [
     "write_synthetic_pairs",
     "labels_to_onehot",
     "read_label_map",
+    "label_palette",
+    "snap_to_palette",
+    "color_label_tensor",
+    "report_snapping",
     "CITYSCAPES_NUM_IDS",
+    "LABEL_MODES",
 ]
 
 CITYSCAPES_NUM_IDS = 34
 CITYSCAPES_SPLITS = ("train", "val", "test")
 _LABEL_SUFFIX = {"color": "_gtFine_color.png", "onehot": "_gtFine_labelIds.png"}
 _PHOTO_SUFFIX = "_leftImg8bit.png"
+LABEL_MODES = ("color", "onehot")
+_ID_MODES = ("L", "I", "I;16")  # single-channel label images: the pixel values are class ids
+#: label images sampled at construction to measure how many pixels palette snapping changes
+SNAP_SAMPLE = 4
+#: RGB distance beyond which a snapped pixel is counted as far from every palette colour
+FAR_FROM_PALETTE = 30.0
 
 
 def labels_to_onehot(ids: Tensor, num_classes: int) -> Tensor:
@@ -106,6 +124,99 @@ def _flip_pair(a: Tensor, b: Tensor, flip: bool) -> tuple[Tensor, Tensor]:
     if flip and torch.rand(()) < 0.5:
         return a.flip(-1).contiguous(), b.flip(-1).contiguous()
     return a, b
+
+
+# ------------------------------------------------------------------------ colour labels -> ids
+def check_label_mode(label_mode: str, what: str) -> str:
+    """``label_mode`` if it is ``color`` or ``onehot``; a ValueError naming ``what`` otherwise."""
+    if label_mode not in LABEL_MODES:
+        raise ValueError(f"{what}: label_mode must be 'color' or 'onehot', got {label_mode!r}")
+    return label_mode
+
+
+def check_classes_count(classes: int, what: str) -> int:
+    """``classes`` as an int >= 2; a ValueError naming ``what`` otherwise."""
+    if isinstance(classes, bool) or not isinstance(classes, (int, np.integer)) or int(classes) < 2:
+        raise ValueError(f"{what}: classes must be an integer >= 2 (34 for Cityscapes ids), got {classes!r}")
+    return int(classes)
+
+
+def label_palette(classes: int) -> np.ndarray:
+    """The colour of each class id, ``uint8 [classes, 3]``, as :func:`attnflow.images.label_colors`
+    draws one-hot maps: :data:`CITYSCAPES_COLORS` for 34 classes (Cityscapes label ids 0..33),
+    ``SYNTHETIC_PALETTE[:classes]`` for 2..16 classes (:func:`write_synthetic_pairs`)."""
+    if isinstance(classes, (int, np.integer)) and not isinstance(classes, bool):
+        if int(classes) == CITYSCAPES_NUM_IDS:
+            return CITYSCAPES_COLORS
+        if 2 <= int(classes) <= len(SYNTHETIC_PALETTE):
+            return SYNTHETIC_PALETTE[: int(classes)]
+    raise ValueError(
+        f"classes={classes!r}: colour label images can be turned into ids only with a known palette: "
+        f"classes=34 (the Cityscapes colours) or 2..{len(SYNTHETIC_PALETTE)} (the synthetic-pairs colours)"
+    )
+
+
+def snap_to_palette(rgb: np.ndarray, palette: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Class ids of a colour label image: each pixel of ``rgb`` (``uint8 H x W x 3``) gets the id of
+    the nearest colour of ``palette`` (``[K, 3]``, Euclidean RGB distance). On a tie, and for a
+    colour several ids share (Cityscapes ids 0..4 are all black, 17 and 18 the same grey), the
+    lowest id wins. Returns ``(ids int64 [H, W], distance float32 [H, W])``: distance 0 where the
+    pixel was exactly a palette colour, so ``(distance > 0).mean()`` is the share snapped."""
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"snap_to_palette: expected an H x W x 3 image, got shape {rgb.shape}")
+    flat = rgb.reshape(-1, 3).astype(np.int64)
+    codes = (flat[:, 0] << 16) | (flat[:, 1] << 8) | flat[:, 2]
+    colours, inverse = np.unique(codes, return_inverse=True)  # a JPEG has far fewer colours than pixels
+    unique = np.stack([colours >> 16, (colours >> 8) & 255, colours & 255], axis=1).astype(np.float64)
+    pal = np.asarray(palette, np.float64)
+    # |u - p|^2 as one matrix product; every term is an integer below 2^20, so float64 is exact
+    d2 = (unique * unique).sum(1)[:, None] - 2.0 * unique @ pal.T + (pal * pal).sum(1)[None, :]
+    best = d2.argmin(1)  # argmin takes the first minimum: the lowest id
+    dist = np.sqrt(d2[np.arange(len(colours)), best]).astype(np.float32)
+    inverse = inverse.reshape(-1)
+    return best[inverse].reshape(rgb.shape[:2]), dist[inverse].reshape(rgb.shape[:2])
+
+
+def color_label_tensor(
+    img: Image.Image, size: tuple[int, int], label_mode: str, classes: int
+) -> tuple[Tensor, np.ndarray | None]:
+    """A colour label image resized (nearest neighbour, so only its own colours survive) to ``size``:
+    ``label_mode="color"``, ``uint8 [3, H, W]``; ``"onehot"``, snapped to :func:`label_palette`
+    and one-hot, ``float32 [classes, H, W]``. Also returns the snapping distances (``None`` for
+    ``color``) for :func:`report_snapping`."""
+    arr = np.asarray(resize_image(img if img.mode == "RGB" else img.convert("RGB"), size, "nearest"))
+    if label_mode == "color":
+        return to_tensor(arr), None
+    ids, dist = snap_to_palette(arr, label_palette(classes))
+    return labels_to_onehot(torch.from_numpy(ids), classes), dist
+
+
+def report_snapping(what: str, distances: Sequence[np.ndarray | None], classes: int) -> float | None:
+    """The share of label pixels that palette snapping changed, over ``distances`` (from
+    :func:`color_label_tensor`, ``None`` for label-id images); a warning when it is not 0. Datasets
+    call it once, on their first few label images, so it is said once per dataset, not per item.
+    ``None`` when no colour label image was among them."""
+    dists = [d for d in distances if d is not None]
+    if not dists:
+        return None
+    total = sum(d.size for d in dists)
+    share = sum(int((d > 0).sum()) for d in dists) / total
+    if share > 0:
+        far = sum(int((d > FAR_FROM_PALETTE).sum()) for d in dists) / total
+        palette = "Cityscapes" if classes == CITYSCAPES_NUM_IDS else f"{classes}-colour synthetic-pairs"
+        hint = (
+            f"; so many far pixels suggest another palette (classes={classes} means the {palette} colours)"
+            if far > 0.25 else " (lossy JPEG labels do this)"
+        )
+        warnings.warn(
+            f"{what}: {share:.1%} of the label pixels of the first {len(dists)} label image(s) are not "
+            f"exactly a colour of the {palette} palette and were snapped to the nearest one "
+            f"({far:.1%} are more than {FAR_FROM_PALETTE:g} RGB units from every colour){hint}",
+            UserWarning,
+            stacklevel=3,
+        )
+    return share
 
 
 class CityscapesPairs(Dataset):
@@ -181,17 +292,29 @@ def _stem_index(folder: Path) -> dict[str, Path]:
 
 
 class PairedFolders(Dataset):
-    """``(photo uint8 [3, S, S], label uint8 [3, S, S])`` from ``root/B`` photos and ``root/A``
-    label images paired by file stem. Photos: Pillow bicubic; labels: nearest neighbour."""
+    """``(photo uint8 [3, S, S], label)`` from ``root/B`` photos and ``root/A`` label images paired
+    by file stem. Photos: Pillow bicubic; labels: nearest neighbour.
+
+    ``label_mode="color"``: the label image as RGB, ``uint8 [3, S, S]``. ``"onehot"``:
+    ``float32 [classes, S, S]``; colour label images are snapped to :func:`label_palette`
+    (``classes=34``: the Cityscapes colours, as the Cityscapes presets use; 2..16: the
+    synthetic-pairs colours), single-channel ones (mode L/I) are read as label ids, ids outside
+    ``0..classes-1`` giving all-zero vectors. ``.snapped_share``: the share of label pixels of the
+    first few colour label images that were not exactly a palette colour (``None`` for ``color``),
+    also said in a warning when not 0.
+    """
 
     def __init__(
         self,
         root: str | os.PathLike,
         size: int | tuple[int, int] = 256,
+        label_mode: str = "color",
+        classes: int = CITYSCAPES_NUM_IDS,
         flip: bool = False,
     ):
         self.root = Path(root)
         self.size = as_size(size, "size")
+        self.label_mode = check_label_mode(label_mode, f"paired folders {self.root}")
         a_dir, b_dir = self.root / "A", self.root / "B"
         for d, what in ((a_dir, "label images"), (b_dir, "photos")):
             if not d.is_dir():
@@ -207,10 +330,20 @@ class PairedFolders(Dataset):
                 raise DataError(f"paired label image {labels[key]}: no photo {b_dir / key}.* found")
         self.pairs = [(photos[k], labels[k]) for k in sorted(photos)]
         self.flip = bool(flip)
+        self.classes = check_classes_count(classes, f"paired folders {self.root}") if label_mode == "onehot" else None
         self.channels = 3
         self.image_size = self.size
-        self.cond_channels = 3
+        self.cond_channels = 3 if label_mode == "color" else self.classes
         self.cond_size = self.size
+        self.snapped_share: float | None = None
+        if label_mode == "onehot":
+            sample = [self._labels(label)[1] for _, label in self.pairs[:SNAP_SAMPLE]]
+            self.snapped_share = report_snapping(f"paired folders {self.root}", sample, self.classes)
+
+    def _labels(self, path: Path) -> tuple[Tensor, np.ndarray | None]:
+        if self.label_mode == "onehot" and _stored_mode(path) in _ID_MODES:
+            return read_label_map(path, self.size, "onehot", self.classes), None
+        return color_label_tensor(load_image(path, "RGB"), self.size, self.label_mode, self.classes)
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -218,7 +351,17 @@ class PairedFolders(Dataset):
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
         photo_path, label_path = self.pairs[i]
         photo = to_tensor(np.asarray(resize_image(load_image(photo_path, "RGB"), self.size, "bicubic")))
-        return _flip_pair(photo, read_label_map(label_path, self.size, "color"), self.flip)
+        return _flip_pair(photo, self._labels(label_path)[0], self.flip)
+
+
+def _stored_mode(path: Path) -> str | None:
+    """The Pillow mode an image file is stored in (header only); ``None`` when it cannot be opened
+    (reading it then raises the DataError that names the file)."""
+    try:
+        with Image.open(path) as img:
+            return img.mode
+    except (OSError, ValueError, SyntaxError):
+        return None
 
 
 # ----------------------------------------------------------------------------------- synthetic

@@ -47,6 +47,8 @@ __all__ = [
     "check_sr_sizes",
     "make_sr_pair",
     "check_split",
+    "SPLIT_NAMES",
+    "split_folder",
 ]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -61,6 +63,42 @@ def check_split(split: str, valid: Sequence[str], dataset: str) -> str:
     if split not in valid:
         raise ValueError(f"{dataset}: unknown split {split!r}; valid splits: {', '.join(valid)}")
     return split
+
+
+#: the split folder names a folder-based dataset may have under its root
+SPLIT_NAMES = ("train", "val", "test")
+
+
+def split_folder(root: str | os.PathLike, split: str, what: str, marker: str | None = None) -> tuple[Path, bool]:
+    """``(folder, whole_root)``: the folder that holds ``split`` of a folder-based dataset.
+
+    * ``root/split`` when it is a folder (and holds ``marker``, e.g. ``A`` for paired folders);
+    * ``root`` itself when ``root`` has no split folder at all (none of :data:`SPLIT_NAMES`):
+      every split is then the same images, said with a warning and ``whole_root=True``, so a result
+      can say so;
+    * otherwise a :class:`DataError` (a typo such as ``tset``, or a ``test`` split asked of a root
+      that has only ``train/``): training images never leak into another split.
+    """
+    import warnings
+
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{what} {root}: not a directory")
+    sub = root / split
+    if sub.is_dir() and (marker is None or (sub / marker).is_dir()):
+        return sub, False
+    present = [s for s in SPLIT_NAMES if (root / s).is_dir()]
+    if present or split not in SPLIT_NAMES:
+        has = f"its split folders are {', '.join(present)}" if present else "it has no split folder"
+        hint = "use one of those with --split" if present else f"use one of {', '.join(SPLIT_NAMES)}"
+        raise DataError(f"{what} {root}: no {split!r} split ({root / split} is not a folder; {has}); {hint}")
+    warnings.warn(
+        f"{what} {root} has no train/val/test folders: the {split!r} split is every image of {root}, "
+        f"the same images for every split (make {root}/train and {root}/test to hold images out)",
+        UserWarning,
+        stacklevel=3,
+    )
+    return root, True
 
 
 def as_size(size: int | Sequence[int], name: str = "size") -> tuple[int, int]:

@@ -558,7 +558,7 @@ def test_a_folder_without_the_split_says_which_images_it_uses(tmp_path):
 
     for i in range(2):
         Image.fromarray(rgb(8, 8, i)).save(tmp_path / f"{i}.png")
-    with pytest.warns(UserWarning, match=r"no 'test' sub-folder: the test split is every image of"):
+    with pytest.warns(UserWarning, match=r"no train/val/test folders: the 'test' split is every image of"):
         d = dataset_from_config({"name": "folder", "root": str(tmp_path)}, "test", (3, 8, 8))
     assert len(d) == 2
     (tmp_path / "test").mkdir()
@@ -578,7 +578,10 @@ def test_a_folder_of_mixed_sizes_without_image_size_is_a_clear_error(tmp_path):
     cfg = {"name": "folder", "root": str(tmp_path), "options": {"image_size": None}}
     with pytest.raises(DataError, match=r"a.png is 30x20, b.png is 28x28\) cannot be batched; set data.options.image_size"):
         dataset_from_config(cfg, "train", (3, 28, 28))
-    assert dataset_from_config({**cfg, "options": {}}, "train", (3, 28, 28))[0].shape == (3, 28, 28)
+    with pytest.raises(DataError, match=r"3x20x30 and 3x28x28\), the model takes 3x28x28; .* --convert"):
+        dataset_from_config({**cfg, "options": {}}, "train", (3, 28, 28))  # never resized silently
+    converted = dataset_from_config({**cfg, "options": {}}, "train", (3, 28, 28), convert=True)
+    assert converted[0].shape == (3, 28, 28) and "converted to 3x28x28" in converted.converted
 
 
 def test_random_shift_is_the_reference_shift():
@@ -613,7 +616,8 @@ def test_cifar_shift_only_for_training(cifar_root):
 
     data_cfg = {**load_preset("cifar10-3-4-96-none")["data"], "root": str(cifar_root[0])}
     assert data_cfg["options"] == {"shift": 3} and data_cfg["flip"]
-    train, test = dataset_from_config(data_cfg, "train"), dataset_from_config(data_cfg, "test")
+    train, test = dataset_from_config(data_cfg, "train", augment=True), dataset_from_config(data_cfg, "test")
+    assert dataset_from_config(data_cfg, "train").shift is None  # evaluating the training split
     assert train.shift is not None and train.shift.pixels == 3 and train.flip is not None
     assert test.shift is None and test.flip is None
     torch.manual_seed(0)
