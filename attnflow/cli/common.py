@@ -1,14 +1,19 @@
 """What the commands share: config options, option types, the input collector, checkpoint loading.
 
 Options that mean the same thing are defined once here: ``--temperature`` (one or several values,
-each finite and >= 0), ``--seed`` (default 0), ``--device``, ``--preset/--config/--set``.
+each finite and >= 0, none twice), ``--seed`` (default 0), ``--device``, ``--preset/--config/--set``.
+The output checks of the commands that write pictures are here too: :func:`check_outputs` refuses,
+before any work, two inputs written to one file and (without ``--overwrite``) an existing file.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
+import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +27,15 @@ __all__ = [
     "temperature",
     "positive_int",
     "collect_inputs",
+    "check_picture_path",
+    "check_outputs",
     "load_task_model",
     "print_json",
     "json_text",
     "json_safe",
     "device",
     "check_data_dir",
+    "check_out_folder",
 ]
 
 _COMMAND_FOR_TASK = {
@@ -72,11 +80,27 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     add_device_arg(p)
 
 
+class _Temperatures(argparse.Action):
+    """``--temperature T [T ...]``, repeatable (the values add up); a value given twice is an error:
+    it would be sampled twice, written to the same files, or counted twice in a mean."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        current = getattr(namespace, self.dest, None)
+        temps = [] if current is None or current is self.default else list(current)
+        for t in values:
+            t = abs(t) if t == 0 else t  # -0 is 0
+            if t in temps:
+                raise argparse.ArgumentError(self, f"{t} given twice")
+            temps.append(t)
+        setattr(namespace, self.dest, temps)
+
+
 def add_temperature_arg(p: argparse.ArgumentParser, default: list[float] | None, what: str) -> None:
+    """``--temperature`` (alias ``--temperatures``): one or several distinct values."""
     shown = "per task" if default is None else " ".join(f"{t:g}" for t in default)
     p.add_argument(
         "--temperature", "--temperatures", dest="temperature", type=temperature, nargs="+",
-        default=default, metavar="T",
+        default=default, metavar="T", action=_Temperatures,
         help=f"{what}: one or several temperatures (std of the latent Gaussians), default {shown}",
     )
 
@@ -126,12 +150,15 @@ def add_sampling_args(
     samples: str, out: str,
 ) -> None:
     """The options of the commands that sample a conditional model for input images
-    (``super-resolve``, ``translate``): checkpoint, inputs, temperatures, samples, out, seed, device."""
+    (``super-resolve``, ``translate``): checkpoint, inputs, temperatures, samples, out, overwrite,
+    seed, device."""
     p.add_argument("checkpoint", help=checkpoint)
     p.add_argument(inputs[0], help=inputs[1])
     add_temperature_arg(p, [temperature], "sampling")
     p.add_argument("--samples", type=positive_int, default=4, help=f"{samples} (default 4)")
     p.add_argument("--out", default=out, help=f"output folder (default {out})")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace output files that exist (without it, an existing one stops the run)")
     add_seed_arg(p)
     add_device_arg(p)
 
@@ -165,10 +192,12 @@ def resolve(args: argparse.Namespace, base: dict | None = None) -> dict:
 def collect_inputs(path: str | Path, what: str, pattern: str | None = None) -> list[tuple[str, Path]]:
     """``(output name, file)`` for an image file, or for every image under a folder (recursive).
 
-    For a folder, the name is the path relative to it without suffix, ``/`` replaced by ``__``;
-    ``pattern`` (fnmatch) keeps only matching file names.
+    The name of a file is its stem; under a folder, its path relative to the folder without suffix
+    (``sub/y`` for ``sub/y.png``: outputs mirror the input tree), with the suffix kept where files
+    differ only by it (``x.png`` and ``x.jpg``). ``pattern`` (fnmatch) keeps only matching file names.
     """
     import fnmatch
+    from collections import Counter
 
     from ..data.common import list_images
 
@@ -182,7 +211,71 @@ def collect_inputs(path: str | Path, what: str, pattern: str | None = None) -> l
         files = [f for f in files if fnmatch.fnmatch(f.name, pattern)]
         if not files:
             raise ValueError(f"{what} folder {path}: no image file matches --glob {pattern!r}")
-    return [(f.relative_to(path).with_suffix("").as_posix().replace("/", "__"), f) for f in files]
+    stems = [f.relative_to(path).with_suffix("").as_posix() for f in files]
+    count = Counter(stems)
+    return [
+        (stem if count[stem] == 1 else f.relative_to(path).as_posix(), f) for stem, f in zip(stems, files)
+    ]
+
+
+def check_picture_path(path: str | Path, modes: Iterable[str] = ("RGB", "L"), option: str = "--out") -> Path:
+    """``path`` if Pillow can write a picture there in one of ``modes`` (judged from its suffix, by
+    writing a 1x1 picture to memory); else a ValueError, so a bad name fails before any work."""
+    from PIL import Image
+
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{option} {path} is a folder; give a picture file name such as {path / 'samples.png'}")
+    if not path.suffix:
+        raise ValueError(f"{option} {path} has no suffix; give a picture file name such as {path}.png")
+    Image.init()
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    modes = tuple(modes)
+    for mode in modes if fmt in Image.SAVE else ():
+        try:
+            Image.new(mode, (1, 1)).save(io.BytesIO(), format=fmt)
+            return path
+        except (OSError, ValueError, KeyError):
+            continue
+    kinds = " or ".join({"RGB": "colour", "L": "grey"}.get(m, m) for m in modes)
+    raise ValueError(f"{option} {path}: Pillow cannot write {kinds} pictures as {path.suffix} files (use .png)")
+
+
+def check_outputs(
+    planned: Iterable[tuple[Path, Path | str]], *, overwrite: bool, inputs: Iterable[Path] = (),
+) -> list[Path]:
+    """The output files of ``planned`` ``(file, the input it comes from)`` pairs, checked before
+    any work: two inputs written to one file, a folder (or a file where a folder must be) in the
+    way, an existing file without ``overwrite``, or one of ``inputs`` among them is a ValueError
+    naming the first such file (and the two inputs, or ``--overwrite``)."""
+    sources: dict[str, tuple[Path, Path | str]] = {}
+    for path, source in planned:
+        key = os.path.normcase(os.path.abspath(path))
+        if key in sources:
+            raise ValueError(
+                f"{sources[key][1]} and {source} would both be written to {path} (rename one of them)"
+            )
+        sources[key] = (Path(path), source)
+    protected = {os.path.normcase(os.path.realpath(p)) for p in inputs}
+    folders_ok: set[Path] = set()
+    for path, _ in sources.values():
+        for parent in path.parents:
+            if parent in folders_ok:
+                break
+            if parent.exists():
+                if not parent.is_dir():
+                    raise ValueError(f"cannot write {path}: {parent} is a file, not a folder")
+                folders_ok.add(parent)
+                break
+        if not os.path.lexists(path):
+            continue
+        if path.is_dir():
+            raise ValueError(f"cannot write {path}: a folder of that name exists")
+        if os.path.normcase(os.path.realpath(path)) in protected:
+            raise ValueError(f"{path} would overwrite one of the inputs (give another --out)")
+        if not overwrite:
+            raise ValueError(f"{path} exists (give --overwrite to replace it and any other existing output)")
+    return [path for path, _ in sources.values()]
 
 
 def load_task_model(checkpoint: str, device: Any, task: str, command: str):
@@ -220,3 +313,19 @@ def json_text(obj: Any) -> str:
 
 def print_json(obj: Any) -> None:
     print(json_text(obj))
+
+
+def check_out_folder(out: Path, names: tuple[str, ...], overwrite: bool) -> None:
+    """Before any work: ``out`` can be the folder of result files ``names`` (fnmatch patterns):
+    not a file, and none of them there already unless ``overwrite``."""
+    import fnmatch
+
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; --out takes a folder to write the results into")
+    if out.is_dir() and not overwrite:
+        for path in sorted(out.iterdir()):
+            if any(fnmatch.fnmatch(path.name, pattern) for pattern in names):
+                raise ValueError(f"--out {out} already holds {path.name}; pass --overwrite to replace it")
+    parent = next((p for p in (out, *out.parents) if p.exists()), Path("."))
+    if not os.access(parent, os.W_OK):
+        raise ValueError(f"--out {out}: {parent} is not writable")

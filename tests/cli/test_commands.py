@@ -63,7 +63,7 @@ def test_sample(trained, tmp_path):
     assert out.is_file() and last_json(proc.stdout)["n"] == 9
     from PIL import Image
 
-    assert Image.open(out).size == (3 * 28 + 4 * 2, 3 * 28 + 4 * 2)
+    assert Image.open(out).size == (3 * 84 + 4 * 2, 3 * 84 + 4 * 2)  # 28 px digits shown 3x
 
 
 def test_evaluate_bundled_and_folder(trained, tmp_path):

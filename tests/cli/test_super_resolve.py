@@ -63,12 +63,12 @@ def test_super_resolve_folder(checkpoint, tmp_path):
                "--samples", "2", "--out", str(out), "--seed", "1")
     summary = json.loads(proc.stdout[proc.stdout.index("{"):])
     assert summary["written"] == 8 and summary["scale"] == 8
-    names = sorted(p.name for p in out.iterdir())
-    assert names == sorted(
-        f"{n}_t{t}_s{s}.png" for n in ("face", "sub__wide") for t in ("0.50", "0.80") for s in (0, 1)
+    names = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
+    assert names == sorted(  # the outputs mirror the input folder
+        f"{n}_t{t}_s{s}.png" for n in ("face", "sub/wide") for t in ("0.50", "0.80") for s in (0, 1)
     )
     assert Image.open(out / "face_t0.80_s1.png").size == (64, 64)
-    assert Image.open(out / "sub__wide_t0.50_s0.png").size == (80, 48)  # (W, H) = 8 x (10, 6)
+    assert Image.open(out / "sub" / "wide_t0.50_s0.png").size == (80, 48)  # (W, H) = 8 x (10, 6)
     # a single file works too
     proc = run("super-resolve", str(checkpoint), str(inputs / "face.png"), "--samples", "1",
                "--out", str(tmp_path / "one"))
