@@ -25,8 +25,9 @@ def run_demo(
         f"{m['attention']} attention at {m['position']} on the bundled MNIST digits "
         f"(4,500 train / 500 test), {t['steps']} steps of batch {t['batch_size']} on {device or t['device']}"
     )
-    # the demo's folder is the demo's: a previous demo run there is moved aside (never deleted)
-    summary = train(config, out, device=device, overwrite=Path(out).exists())
+    # a previous demo run in the demo's folder is moved aside (never deleted); nothing else is
+    overwrite = _previous_demo(Path(out), config)
+    summary = train(config, out, device=device, overwrite=overwrite)
     out_path = Path(out)
     samples = sorted((out_path / "samples").glob("*.png"))
     print()
@@ -38,6 +39,25 @@ def run_demo(
     print(f"metrics            {summary['metrics']}  (TensorBoard: {out_path / 'tb'})")
     print(f"next               attnflow sample {summary['checkpoint']} --n 64 --temperature 0.7 --out samples.png")
     return 0
+
+
+def _previous_demo(out: Path, config: dict) -> bool:
+    """Whether ``out`` holds a previous demo run to move aside; a RunDirError if it holds anything
+    else (a user's folder, another run, a folder inside a run)."""
+    import yaml
+
+    from ..training.rundir import RunDirError, check_can_move_aside
+
+    if not out.is_dir() or not any(p.name != ".lock" for p in out.iterdir()):
+        return False
+    check_can_move_aside(out)
+    stored = yaml.safe_load((out / "config.yaml").read_text())
+    if stored.get("name") != config.get("name"):
+        raise RunDirError(
+            f"attnflow demo: {out} holds another run ({stored.get('name')!r}), not a demo run; "
+            f"give the demo another --out"
+        )
+    return True
 
 
 def cmd_demo(args) -> int:

@@ -21,6 +21,7 @@ from .common import (
     add_seed_arg,
     add_temperature_arg,
     check_data_dir,
+    check_out_folder,
     json_text,
     positive_int,
     print_json,
@@ -30,10 +31,13 @@ __all__ = ["add_parser"]
 
 
 def _dataset(args, config: dict, model, *, sr: bool = False):
+    """``(data config, split, dataset)`` the options name: the run's own data and test split
+    (``data.test_split``) unless ``--data``/``--data-dir``/``--split`` say otherwise."""
     from ..data import dataset_from_config, evaluation_data_config
     from ..evaluation import SR_DATASETS
 
     data_cfg = evaluation_data_config(config, args.data, args.data_dir)
+    split = args.split or config["data"].get("test_split", "test")
     if args.data_dir:
         check_data_dir(args.data_dir, data_cfg["name"])
     if sr:
@@ -42,10 +46,29 @@ def _dataset(args, config: dict, model, *, sr: bool = False):
                 f"evaluate: a super-resolution checkpoint needs a dataset of (HR, LR) pairs "
                 f"({', '.join(SR_DATASETS)}), got {data_cfg['name']!r}"
             )
-        data_cfg["options"] = {**(data_cfg.get("options") or {}), "scale": model.scale, "flip": False}
-        data_cfg["flip"] = False
-        return data_cfg, dataset_from_config(data_cfg, args.split)
-    return data_cfg, dataset_from_config(data_cfg, args.split, config["model"].get("image_shape"))
+        data_cfg["options"] = {**(data_cfg.get("options") or {}), "scale": model.scale}
+        return data_cfg, split, dataset_from_config(data_cfg, split)
+    return data_cfg, split, dataset_from_config(
+        data_cfg, split, config["model"].get("image_shape"), n_bins=int(getattr(model, "n_bins", 256)),
+        convert=args.convert,
+    )
+
+
+def _provenance(args, state, dataset) -> dict:
+    """What a result was computed on: the checkpoint, the data (absolute root and folder), the
+    split, how many images, whether ``--max-batches`` left some out, and any conversion."""
+    n = len(dataset)
+    images = n if args.max_batches is None else min(n, args.max_batches * args.batch_size)
+    out = {
+        "checkpoint": str(Path(args.checkpoint).resolve()),
+        "step": int(state.get("step", 0)),
+        **dataset.source,
+        "images": images,
+        "partial": images < n,
+    }
+    if getattr(dataset, "converted", None):
+        out["converted"] = dataset.converted
+    return out
 
 
 def _likelihood(args, model, config, state, device) -> dict:
@@ -54,21 +77,17 @@ def _likelihood(args, model, config, state, device) -> dict:
 
     from ..evaluation import evaluate_bpd
 
-    data_cfg, dataset = _dataset(args, config, model)
+    _, _, dataset = _dataset(args, config, model)
     torch.manual_seed(args.seed)
     loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False)
     bpd = evaluate_bpd(model, loader, args.max_batches)
-    result = {
-        "checkpoint": str(args.checkpoint),
-        "step": int(state.get("step", 0)),
-        "data": data_cfg["name"],
-        "split": args.split,
-        "images": len(dataset) if args.max_batches is None else min(len(dataset), args.max_batches * args.batch_size),
-        "bits_per_dim": bpd,
-    }
+    result = {**_provenance(args, state, dataset), "n_bins": int(model.n_bins), "bits_per_dim": bpd}
     if args.fid:
         if model.task != "generation":
             raise ValueError("evaluate --fid: FID/KID/IS are for unconditional (generation) models")
+        if int(model.n_bins) != 256:
+            raise ValueError(f"evaluate --fid: the feature network takes 8-bit images; this model has "
+                             f"n_bins={model.n_bins} (FID of fewer bins is not supported)")
         from ..evaluation import sample_quality
 
         temps = args.temperature or [1.0]
@@ -85,9 +104,9 @@ def _likelihood(args, model, config, state, device) -> dict:
 def _super_resolution(args, model, config, state, device) -> dict:
     from ..evaluation import DEFAULT_TEMPERATURES, LPIPS, evaluate_sr, format_sr_table
     from ..evaluation.super_resolution import lpips_unavailable_reason
-    from ..images import save_grid
+    from ..images import save_grid, temperature_label
 
-    data_cfg, dataset = _dataset(args, config, model, sr=True)
+    _, _, dataset = _dataset(args, config, model, sr=True)
     lpips = LPIPS(args.alexnet).to(device) if args.alexnet else None
     note = None if lpips is not None else lpips_unavailable_reason()
     out = Path(args.out) if args.out else None
@@ -105,10 +124,8 @@ def _super_resolution(args, model, config, state, device) -> dict:
     examples = result.pop("examples", {})
     bpd = result.pop("bits_per_dim")
     summary = {
-        "checkpoint": str(args.checkpoint),
-        "step": int(state.get("step", 0)),
-        "data": data_cfg["name"],
-        "split": args.split,
+        **_provenance(args, state, dataset),
+        "images": result["images"],
         "scale": model.scale,
         **({"conditional_bits_per_dim": bpd} if bpd is not None else {}),
         **result,
@@ -130,7 +147,7 @@ def _super_resolution(args, model, config, state, device) -> dict:
         out.mkdir(parents=True, exist_ok=True)
         (out / "sr_eval.md").write_text(table + "\n")
         for t, grid in examples.items():
-            save_grid(grid, out / f"examples_t{t:.2f}.png", nrow=1)
+            save_grid(grid, out / f"examples_t{temperature_label(t)}.png", nrow=1)
     return summary
 
 
@@ -142,6 +159,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from ..training.checkpoint import load_model
 
+    if args.out:  # before any work: a bad --out fails now, not after the evaluation
+        check_out_folder(Path(args.out), ("evaluation.json", "sr_eval.json", "sr_eval.md", "examples_t*.png"), args.overwrite)
     device = torch.device(args.device or "cpu")
     model, config, state = load_model(args.checkpoint, device)
     result = _BY_TASK[model.task](args, model, config, state, device)
@@ -164,7 +183,10 @@ def add_parser(sub) -> None:
     p.add_argument("checkpoint")
     p.add_argument("--data", help="dataset name (default: the training config's)")
     p.add_argument("--data-dir", help="dataset root")
-    p.add_argument("--split", default="test")
+    p.add_argument("--split", help="the split to evaluate (default: the run's data.test_split, else test)")
+    p.add_argument("--convert", action="store_true",
+                   help="convert images whose channels or size differ from the model's (greyscale/RGB, "
+                        "resize, centre crop; the JSON says so); without it they are refused")
     p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--max-batches", type=positive_int)
     add_seed_arg(p)
@@ -173,6 +195,8 @@ def add_parser(sub) -> None:
     p.add_argument("--inception", help="Inception weights for --fid (TorchScript file)")
     p.add_argument("--fid-samples", type=positive_int, default=10_000)
     p.add_argument("--alexnet", help="super-resolution: AlexNet weights for LPIPS (torchvision IMAGENET1K_V1)")
-    p.add_argument("--out", help="also write the results (JSON; for super-resolution the table and grids) here")
+    p.add_argument("--out", help="also write the results (JSON; for super-resolution the table and grids) "
+                                 "into this folder")
+    p.add_argument("--overwrite", action="store_true", help="replace result files already in --out")
     add_device_arg(p)
     p.set_defaults(func=cmd_evaluate)

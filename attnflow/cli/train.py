@@ -35,6 +35,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         check_out_path(out)
         stored = stored_config(out) if out.is_dir() else None
         if stored is not None:
+            root = stored[0]["data"].get("root")
+            if root and not Path(root).is_absolute() and not args.data_dir:
+                raise ValueError(
+                    f"--resume: the run stores the relative data.root {root!r} (from before roots were "
+                    f"stored absolute), which would be read from wherever this command runs; give the "
+                    f"folder the run used with --data-dir"
+                )
             if not (args.preset or args.config):  # the run's settings, with the options given
                 config = resolve(args, base=stored[0])
             if not _sets_steps(args):  # --resume without --steps: the run's own length

@@ -206,10 +206,24 @@ class TrainableModel(nn.Module, ABC):
         """The conditions of a batch (``None`` for unconditional models), for sample grids."""
         return self.unpack(batch)[1]
 
-    def visualize(self, cond: Tensor | None, samples: Tensor) -> Tensor:
-        """What a training sample grid shows (uint8 ``[n, C, H, W']``): the samples themselves;
-        conditional families put the condition beside each sample."""
-        return samples
+    def to_pixels(self, images: Tensor) -> Tensor:
+        """Images on this model's ``n_bins`` grid (levels ``0..n_bins-1``) as 8-bit pictures: level
+        ``k`` becomes the centre of its bin, ``floor((k + 0.5) * 256 / n_bins)`` (the identity for
+        256 bins)."""
+        n_bins = int(self.n_bins)
+        if n_bins == 256:
+            return images
+        k = images.to(torch.int32)
+        return torch.div((2 * k + 1) * 256, 2 * n_bins, rounding_mode="floor").clamp_(0, 255).to(torch.uint8)
+
+    #: titles of the panels side by side in a :meth:`visualize` cell (None: one panel, untitled)
+    panel_titles: tuple[str, ...] | None = None
+
+    def visualize(self, cond: Tensor | None, samples: Tensor, targets: Tensor | None = None) -> Tensor:
+        """What a training sample grid shows (uint8 ``[n, C, H, W']``): the samples as pictures;
+        conditional families put the condition (and, where given, the true image) beside each
+        sample, in the order of :attr:`panel_titles`."""
+        return self.to_pixels(samples)
 
 
 class FlowModel(TrainableModel):

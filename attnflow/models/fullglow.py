@@ -139,6 +139,8 @@ class FullGlow(FlowModel):
 
     task = "translation"
     condition_name = "label map"
+    #: the titles of the panels :meth:`visualize` puts side by side (``save_grid(..., header=...)``)
+    panel_titles = ("label", "sample", "photo")
 
     def __init__(
         self,
@@ -381,12 +383,16 @@ class FullGlow(FlowModel):
             labels = torch.nn.functional.one_hot(ids, self.source_channels).permute(0, 3, 1, 2).float()
         return photos.to(device), labels.to(device)
 
-    def visualize(self, labels: Tensor | None, samples: Tensor) -> Tensor:
-        """``[n, 3, H, 2W]`` uint8 pictures: label map (coloured) | photo, side by side."""
+    def visualize(self, labels: Tensor | None, samples: Tensor, photos: Tensor | None = None) -> Tensor:
+        """``[n, 3, H, 3W]`` uint8 pictures: label map (coloured) | sample | true photo, side by side
+        (``[n, 3, H, 2W]``, label | sample, without ``photos``)."""
         if labels.shape[0] == 1 and samples.shape[0] > 1:
             labels = labels.expand(samples.shape[0], *labels.shape[1:])
         left = label_colors(labels.cpu(), self.label_mode).to(samples.device)
-        return torch.cat([left, samples.to(torch.uint8)], dim=3)
+        panels = [left, samples.to(torch.uint8)]
+        if photos is not None:
+            panels.append(photos.round().clamp(0, 255).to(torch.uint8).to(samples.device))
+        return torch.cat(panels, dim=3)
 
     def extra_repr(self) -> str:
         return (

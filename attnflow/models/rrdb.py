@@ -64,6 +64,7 @@ class RRDBNet(TrainableModel):
     """
 
     task = "super_resolution"
+    panel_titles = ("LR", "sample", "HR")
     condition_name = "LR image"
     loss_name = "l1"
     metric_name = "psnr"
@@ -195,9 +196,10 @@ class RRDBNet(TrainableModel):
         hr = torch.randint(0, self.n_bins, (batch, c, h, w), device=device).float()
         return hr, torch.randint(0, self.n_bins, (batch, c, h // self.scale, w // self.scale), device=device).float()
 
-    def visualize(self, cond: Tensor | None, samples: Tensor) -> Tensor:
-        """``[LR upscaled by nearest | SR]`` side by side (training grids)."""
-        return sr_side_by_side(cond, samples, self.scale)
+    def visualize(self, cond: Tensor | None, samples: Tensor, targets: Tensor | None = None) -> Tensor:
+        """``[LR upscaled by nearest | SR | HR]`` side by side (training grids; no HR panel
+        without ``targets``)."""
+        return sr_side_by_side(cond, samples, self.scale, targets)
 
 
 def build_rrdb(m: dict) -> RRDBNet:

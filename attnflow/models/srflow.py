@@ -373,6 +373,7 @@ class SRFlow(MultiScaleFlow):
     """
 
     task = "super_resolution"
+    panel_titles = ("LR", "sample", "HR")
     condition_name = "LR image"
 
     def __init__(
@@ -578,18 +579,23 @@ class SRFlow(MultiScaleFlow):
         hr = torch.randint(0, self.n_bins, (batch, c, h, w), device=device).float()
         return hr, torch.randint(0, 256, (batch, c, h // self.scale, w // self.scale), device=device).float()
 
-    def visualize(self, cond: Tensor | None, samples: Tensor) -> Tensor:
-        """``[LR upscaled by nearest | SR]`` side by side, uint8 ``[n, C, H, 2W]`` (training grids)."""
-        return sr_side_by_side(cond, samples, self.scale)
+    def visualize(self, cond: Tensor | None, samples: Tensor, targets: Tensor | None = None) -> Tensor:
+        """``[LR upscaled by nearest | SR | HR]`` side by side (training grids; no HR panel
+        without ``targets``)."""
+        return sr_side_by_side(cond, samples, self.scale, targets)
 
 
-def sr_side_by_side(lr: Tensor, samples: Tensor, scale: int) -> Tensor:
-    """``[LR upscaled by nearest | SR]`` side by side, uint8 ``[n, C, H, 2W]``."""
+def sr_side_by_side(lr: Tensor, samples: Tensor, scale: int, hr: Tensor | None = None) -> Tensor:
+    """``[LR upscaled by nearest | SR | HR]`` side by side, uint8 ``[n, C, H, 3W]`` (``2W``, no HR
+    panel, without ``hr``)."""
     lr = lr.detach().round().clamp(0, 255).to(torch.uint8)
     if lr.shape[0] == 1 and samples.shape[0] > 1:
         lr = lr.expand(samples.shape[0], *lr.shape[1:])
     up = lr.repeat_interleave(scale, dim=-2).repeat_interleave(scale, dim=-1)
-    return torch.cat([up.to(samples.device), samples.to(torch.uint8)], dim=-1)
+    panels = [up.to(samples.device), samples.to(torch.uint8)]
+    if hr is not None:
+        panels.append(hr.detach().round().clamp(0, 255).to(torch.uint8).to(samples.device))
+    return torch.cat(panels, dim=-1)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -117,6 +117,14 @@ def check_config(config: dict) -> dict:
                 _int("model.patches", v, minimum)
             continue
         _int(f"model.{key}", value, minimum)
+    if m.get("n_bins", 256) > 256:
+        raise ConfigError(f"model.n_bins must be in 2..256 (the data are 8-bit images), got {m['n_bins']!r}")
+    if m.get("n_bins", 256) != 256 and m.get("backbone") not in ("marflow", "glow"):
+        raise ConfigError(
+            f"model.n_bins={m['n_bins']}: fewer bins are applied to the unconditional backbones "
+            f"(marflow, glow) only; the {m.get('backbone')!r} backbone's conditions and metrics are "
+            f"8-bit: use n_bins 256"
+        )
     if "dropout" in m:
         d = m["dropout"]
         _number("model.dropout", d, 0)

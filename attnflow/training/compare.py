@@ -47,11 +47,12 @@ from typing import Any
 import torch
 
 from ..config import ConfigError, apply_overrides
+from ..data import with_absolute_root
 from ..models import build_model, complete_config
 from .checks import check_config
 from .logging import read_curve
 from .loop import TrainingError, train
-from .rundir import resume_config, stored_config, write_text_atomic
+from .rundir import flatten_config, stored_config, with_defaults, write_text_atomic
 
 __all__ = [
     "AXES",
@@ -238,18 +239,38 @@ def _final_test_bpd(model, config: dict, curve: list, device) -> float:
         return evaluate_bpd(model, loader, t.get("eval_max_batches"))
 
 
+#: settings that may differ between a comparison's stored run and a rerun: they change where and
+#: how often things are written, not a number in the table
+_RERUN_SAFE_KEYS = ("train.device", "train.num_workers", "train.log_every", "train.checkpoint_every")
+
+
+def _check_same_settings(spec: dict, stored: dict, where: Path) -> None:
+    """A stored run of a comparison is reused (or continued) only with exactly the settings it was
+    started with; anything else would put another experiment's number in the table."""
+    a, b = flatten_config(with_defaults(stored)), flatten_config(with_defaults(spec["config"]))
+    changed = [f"{k}: {a.get(k, '(unset)')!r} in the run, {b.get(k, '(unset)')!r} now"
+               for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and k not in _RERUN_SAFE_KEYS]
+    if changed:
+        raise ConfigError(
+            f"compare: the run {where} was made with other settings ({'; '.join(changed)}); its "
+            f"numbers would not be this comparison's. Use another --out (or move {where.parent} away)"
+        )
+
+
 def _finished(spec: dict) -> dict | None:
-    """The stored result of a finished run (for the configured steps and the same settings)."""
+    """The stored result of a finished run with the same settings; None for a run not finished (a
+    ConfigError for one made with other settings)."""
     path = Path(spec["result"])
+    stored = stored_config(spec["dir"]) if Path(spec["dir"]).is_dir() else None
     if not path.is_file():
+        if stored is not None:  # an unfinished run continues only with its own settings
+            _check_same_settings(spec, stored[0], Path(spec["dir"]))
         return None
     result = json.loads(path.read_text())
-    if int(result.get("steps", -1)) != int(spec["config"]["train"]["steps"]):
-        return None
-    stored = stored_config(spec["dir"])
-    if stored is None:
-        raise ConfigError(f"{path} exists but its run folder {spec['dir']} holds no run; remove {path}")
-    resume_config(spec["config"], stored[0], stored[1], int(result["steps"]))  # same settings, or an error
+    if "config" not in result:
+        raise ConfigError(f"compare: {path} does not store the run's settings (an older comparison); "
+                          f"use another --out")
+    _check_same_settings(spec, result["config"], Path(spec["dir"]))
     return result
 
 
@@ -279,6 +300,7 @@ def run_one(spec: dict, *, device: str | None = None, progress: bool = False) ->
         "metrics": metrics_fn(model, run_config, device or "cpu", spec["options"]),
         "curve": curve,
         "run": str(out),
+        "config": run_config,
     }
     write_text_atomic(Path(spec["result"]), json.dumps(result, indent=2))
     return result
@@ -374,6 +396,7 @@ def _specs(config: dict, out: Path, variants: list[Variant], seeds: list[int], o
             cfg = apply_overrides(copy.deepcopy(config), [*overrides, f"train.seed={seed}"])
             cfg["name"] = f"{config.get('name', 'run')}-{name}"
             cfg = check_config(complete_config(cfg))
+            cfg["data"] = with_absolute_root(cfg["data"])  # as the run stores it
             specs.append({
                 "variant": name, "label": f"{name} seed {seed}", "config": cfg, "options": options,
                 "dir": str(out / name / f"seed_{seed}"), "result": str(out / name / f"seed_{seed}.json"),
@@ -488,7 +511,7 @@ def _rows(variants: list[Variant], baseline: str, seeds: list[int], results: dic
             "step_seconds": step_time,
             "step_time_ratio": (step_time / base_time) if step_time and base_time else None,
             "metrics": metrics,
-            "runs": [{k: v for k, v in r.items() if k != "curve"} for r in runs],
+            "runs": [{k: v for k, v in r.items() if k not in ("curve", "config")} for r in runs],
             "curve": _mean_curve([r["curve"] for r in runs]),
         })
     return rows

@@ -29,7 +29,7 @@ def plot_curves(metrics_path: Path, out_path: Path, *, train_key: str = "bpd", t
         r = json.loads(line)
         if r.get("split") == "train" and train_key in r:
             train.append((r["step"], r[train_key]))
-        elif r.get("split") == "test" and test_key in r:
+        elif r.get("split") not in (None, "train") and test_key in r:  # the run's test split
             test.append((r["step"], r[test_key]))
     if not train and not test:
         return None
@@ -55,12 +55,13 @@ def plot_curves(metrics_path: Path, out_path: Path, *, train_key: str = "bpd", t
     return out_path
 
 
-def read_curve(metrics_path: str | Path, split: str = "test", key: str = "bpd") -> list[tuple[int, float]]:
-    """``(step, value)`` pairs of one split's ``key`` (bits/dim by default) from a ``metrics.jsonl``."""
+def read_curve(metrics_path: str | Path, split: str | None = None, key: str = "bpd") -> list[tuple[int, float]]:
+    """``(step, value)`` pairs of one split's ``key`` (bits/dim by default) from a ``metrics.jsonl``;
+    ``split=None``: the run's evaluation split, whatever its name (``data.test_split``)."""
     points = []
     for line in Path(metrics_path).read_text().splitlines():
         r = json.loads(line)
-        if r.get("split") == split and key in r:
+        if (r.get("split") == split if split else r.get("split") not in (None, "train")) and key in r:
             points.append((int(r["step"]), float(r[key])))
     return points
 

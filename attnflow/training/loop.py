@@ -44,9 +44,9 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from ..config import ConfigError
-from ..data import dataset_from_config
+from ..data import dataset_from_config, with_absolute_root
 from ..evaluation.likelihood import evaluate_metric
-from ..images import save_grid
+from ..images import save_grid, temperature_label
 from ..models import TrainableModel, build_model, complete_config
 from ..nn import AUTOCAST_DTYPES, network_autocast
 from .checkpoint import load_checkpoint, load_weights, rng_state, save_checkpoint, set_rng_state
@@ -58,6 +58,7 @@ from .pretraining import ConditionerPretraining
 from .rundir import (
     RunDirError,
     check_out_path,
+    logged_steps,
     prepare_run_dir,
     remove_stale_temp_files,
     resume_config,
@@ -213,6 +214,7 @@ def train(
     world, rank, local_rank = _dist_info()
     is_main = rank == 0
     config = check_config(complete_config(config))
+    config["data"] = with_absolute_root(config["data"])  # read the same folder from anywhere
     check_out_path(out)
     if resume and overwrite:
         raise RunDirError("give --resume (continue the run) or --overwrite (start afresh), not both")
@@ -249,6 +251,13 @@ def _train(config: dict, out: Path, *, device, resume: bool, progress: bool, sto
                     f"--resume: {out} holds no run to resume (no {last_path} and no config.yaml); "
                     f"start it without --resume"
                 )
+            logged = logged_steps(out / "metrics.jsonl")
+            if logged > 0:  # resuming from step 0 would drop the logged steps
+                raise RunDirError(
+                    f"--resume: {out / 'metrics.jsonl'} records training up to step {logged}, but "
+                    f"{last_path} is missing, so the run would restart at step 0 and discard them; "
+                    f"restore {last_path}, or start afresh with --overwrite (the folder is moved aside)"
+                )
             config = resume_config(config, stored[0], stored[1], 0)
         config = check_config(config)
     t = config["train"]
@@ -268,8 +277,10 @@ def _train(config: dict, out: Path, *, device, resume: bool, progress: bool, sto
 
     _seed_all(int(t["seed"]) + rank)
     shape = config["model"].get("image_shape")
-    train_set = dataset_from_config(config["data"], "train", shape)
-    test_set = dataset_from_config(config["data"], config["data"].get("test_split", "test"), shape)
+    n_bins = int(config["model"].get("n_bins", 256))
+    test_split = config["data"].get("test_split", "test")
+    train_set = dataset_from_config(config["data"], "train", shape, augment=True, n_bins=n_bins)
+    test_set = dataset_from_config(config["data"], test_split, shape, n_bins=n_bins)
     total = int(t["steps"])
     start = int(state["step"]) if state else 0
     batches = ResumableBatches(
@@ -423,7 +434,7 @@ def _train(config: dict, out: Path, *, device, resume: bool, progress: bool, sto
             torch.manual_seed(int(t["seed"]) + 54321)
             value = evaluate_metric(pre.network, test_loader, t.get("eval_max_batches"))
         pre.network.train()
-        log_jsonl(metrics_path, {"step": step, "split": "test", pre.metric_name: value, "time": time.time()})
+        log_jsonl(metrics_path, {"step": step, "split": test_split, pre.metric_name: value, "time": time.time()})
         if writer:
             writer.add_scalar(f"{pre.metric_name}/test", value, step)
 
@@ -435,17 +446,18 @@ def _train(config: dict, out: Path, *, device, resume: bool, progress: bool, sto
             test_value = evaluate_metric(model, test_loader, t.get("eval_max_batches"))
             torch.manual_seed(int(t["seed"]) + 12345)
             model.eval()
-            cond = _sample_conditions(model, test_set, int(t["n_samples"]))
+            cond, targets = _sample_conditions(model, test_set, int(t["n_samples"]))
             # a deterministic model (the rrdb network) gives the same grid at every temperature
             temps = t["sample_temperatures"] if model.stochastic else t["sample_temperatures"][:1]
             for temp in temps:
                 n = int(t["n_samples"]) if cond is None else cond.shape[0]
-                imgs = model.visualize(cond, model.sample(n, cond, temperature=float(temp)))
-                save_grid(imgs, out / "samples" / f"step_{step:07d}_t{float(temp):.2f}.png")
+                imgs = model.visualize(cond, model.sample(n, cond, temperature=float(temp)), targets)
+                save_grid(imgs, out / "samples" / f"step_{step:07d}_t{temperature_label(float(temp))}.png",
+                          header=model.panel_titles)
             if writer:
                 log_attention(writer, model, test_set, step)
             model.train()
-        log_jsonl(metrics_path, {"step": step, "split": "test", metric: test_value, "time": time.time()})
+        log_jsonl(metrics_path, {"step": step, "split": test_split, metric: test_value, "time": time.time()})
         if writer:
             writer.add_scalar(f"{metric}/test", test_value, step)
         plot_curves(metrics_path, out / "curves.png", train_key=loss_name, test_key=metric)
@@ -593,6 +605,10 @@ def _train(config: dict, out: Path, *, device, resume: bool, progress: bool, sto
         f"best_test_{metric}": _unscore(best, higher),
         "seconds": time.time() - started,
         "out_dir": str(out),
+        **{k: v for k, v in test_set.source.items() if k != "split"},
+        "test_split": test_split,
+        "test_images": len(test_set) if not t.get("eval_max_batches") else min(
+            len(test_set), int(t["eval_max_batches"]) * int(t["eval_batch_size"])),
         "checkpoint": str(last_path),
         "checkpoint_step": last_good[0],
         "metrics": str(metrics_path),
@@ -666,12 +682,14 @@ class ConditionerSchedule:
                 p.grad = None
 
 
-def _sample_conditions(model: TrainableModel, dataset: Dataset, n: int) -> Tensor | None:
-    """For conditional models, the conditions of the first ``n`` (at most 16) test items."""
+def _sample_conditions(model: TrainableModel, dataset: Dataset, n: int) -> tuple[Tensor | None, Tensor | None]:
+    """For conditional models, the conditions and targets of the first ``n`` (at most 16) test
+    items (the grids show condition | sample | target); ``(None, None)`` otherwise."""
     if not model.conditional:
-        return None
+        return None, None
     n = min(n, len(dataset), 16)
-    return model.sample_conditions(default_collate([dataset[i] for i in range(n)]))
+    batch = default_collate([dataset[i] for i in range(n)])
+    return model.sample_conditions(batch), model.unpack(batch)[0]
 
 
 def _version() -> str:

@@ -36,6 +36,8 @@ __all__ = [
     "resume_config",
     "remove_stale_temp_files",
     "truncate_metrics",
+    "logged_steps",
+    "is_run_folder",
     "write_text_atomic",
 ]
 
@@ -187,6 +189,7 @@ def prepare_run_dir(out: str | Path, *, resume: bool, overwrite: bool) -> RunLoc
                 f"--out {out} already holds a run; continue it with --resume, or start afresh with "
                 f"--overwrite (the old folder is renamed aside, not deleted), or choose another --out"
             )
+        check_can_move_aside(out)
         aside = _aside_name(out)
         os.rename(out, aside)  # our lock moves with it
         warnings.warn(f"--overwrite: moved the old run {out} to {aside}", RuntimeWarning, stacklevel=2)
@@ -200,6 +203,34 @@ def prepare_run_dir(out: str | Path, *, resume: bool, overwrite: bool) -> RunLoc
     except BaseException:
         lock.release()
         raise
+
+
+def is_run_folder(folder: str | Path) -> bool:
+    """Whether ``folder`` holds an attnflow run (its ``config.yaml`` is an attnflow config)."""
+    path = Path(folder) / "config.yaml"
+    if not path.is_file():
+        return False
+    try:
+        config = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(config, dict) and all(k in config for k in ("model", "data", "train"))
+
+
+def check_can_move_aside(out: Path) -> None:
+    """``--overwrite`` moves aside only a run folder, and never one inside another run (its
+    ``checkpoints/``, say): anything else is the user's and stays where it is."""
+    for parent in Path(out).resolve().parents:
+        if is_run_folder(parent):
+            raise RunDirError(
+                f"--overwrite: {out} is inside the run {parent}; moving it aside would break that run. "
+                f"Choose an --out outside it"
+            )
+    if not is_run_folder(out):
+        raise RunDirError(
+            f"--overwrite: {out} holds files but is not an attnflow run (no run config.yaml); only a run "
+            f"folder is moved aside. Choose another --out, or empty {out} yourself"
+        )
 
 
 def _aside_name(out: Path) -> Path:
@@ -240,12 +271,12 @@ def _normal(value: Any) -> Any:
     return value
 
 
-def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+def flatten_config(d: dict, prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in d.items():
         path = f"{prefix}{key}"
         if isinstance(value, dict) and value:
-            flat.update(_flatten(value, f"{path}."))
+            flat.update(flatten_config(value, f"{path}."))
         else:
             flat[path] = _normal(value)
     return flat
@@ -258,7 +289,7 @@ def _set(d: dict, dotted: str, value: Any) -> None:
     d[keys[-1]] = copy.deepcopy(value)
 
 
-def _with_defaults(config: dict) -> dict:
+def with_defaults(config: dict) -> dict:
     """``config`` with keys added since it was stored filled in from the defaults."""
     from ..config import DEFAULTS
     from ..models import complete_config
@@ -277,9 +308,9 @@ def resume_config(given: dict, stored: dict, where: str | Path, step: int) -> di
     not lower) and safe keys. Any other difference is a :class:`~attnflow.config.ConfigError`."""
     from ..config import ConfigError
 
-    stored = _with_defaults(stored)
-    given = _with_defaults(given)
-    a, b = _flatten(stored), _flatten(given)
+    stored = with_defaults(stored)
+    given = with_defaults(given)
+    a, b = flatten_config(stored), flatten_config(given)
     result = copy.deepcopy(stored)
     problems = []
     for key in sorted(set(a) | set(b), key=lambda k: (k.split(".")[0], k)):
@@ -288,6 +319,8 @@ def resume_config(given: dict, stored: dict, where: str | Path, step: int) -> di
             continue
         if key in RESUME_SAFE_KEYS:
             _set(result, key, new)
+        elif key == "data.root" and isinstance(old, str) and not Path(old).is_absolute() and new:
+            _set(result, key, new)  # a run stored before roots were absolute: the folder given now
         elif key == "train.steps":
             if int(new) < int(old):
                 problems.append(f"train.steps: the run is set to {old} steps, got {new} "
@@ -330,6 +363,21 @@ def write_text_atomic(path: Path, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def logged_steps(path: Path) -> int:
+    """The last step ``metrics.jsonl`` records (0 without the file or a step)."""
+    if not path.is_file():
+        return 0
+    last = 0
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int):
+            last = max(last, record["step"])
+    return last
 
 
 def truncate_metrics(path: Path, step: int) -> None:

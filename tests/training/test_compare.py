@@ -130,13 +130,20 @@ def test_compare_two_variants_two_seeds(tmp_path, monkeypatch):
     assert (tmp_path / "comparison.md").read_text() == table
 
 
-def test_unfinished_runs_are_resumed(tmp_path):
+def test_unfinished_runs_are_resumed(tmp_path, monkeypatch):
     """A run folder without its result (a compare killed mid-run) is continued, exactly."""
-    settings = ("model.attention=none", "train.checkpoint_every=2", "name=mnist-none")
+    from conftest import interrupt_after_step
+
+    from attnflow.training import TrainingInterrupted
+
+    settings = ("model.attention=none", "train.checkpoint_every=2", "name=mnist-none", "train.steps=4")
     full = tmp_path / "full"
-    train(tiny(*settings, "train.steps=4"), full, progress=False)
+    train(tiny(*settings), full, progress=False)
     split = tmp_path / "split"
-    train(tiny(*settings), split / "none" / "seed_0", progress=False)  # stopped after 2 of 4 steps
+    stop_interrupting = interrupt_after_step(monkeypatch, 2)
+    with pytest.raises(TrainingInterrupted):  # Ctrl-C after 2 of 4 steps
+        train(tiny(*settings), split / "none" / "seed_0", progress=False)
+    stop_interrupting()
     compare(tiny("train.steps=4", "train.checkpoint_every=2"), split, variants=[("none", ["model.attention=none"])],
             progress=False)
     a = torch.load(full / "checkpoints/last.pt", weights_only=True)["model"]

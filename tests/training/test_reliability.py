@@ -165,7 +165,7 @@ def test_resume_without_a_checkpoint_starts_from_the_stored_config(tmp_path, mon
 
     def failing(self, i):
         calls["n"] += 1
-        if calls["n"] == 8 + 8 + 1:  # init batch, one step, then a crash in step 2
+        if calls["n"] == 8 + 1:  # the init batch, then a crash in step 1
             raise RuntimeError("crash")
         return original(self, i)
 
@@ -177,6 +177,29 @@ def test_resume_without_a_checkpoint_starts_from_the_stored_config(tmp_path, mon
     train(tiny(4, *extra), tmp_path / "cut", resume=True, progress=False)
     same_params(tmp_path / "full/checkpoints/last.pt", tmp_path / "cut/checkpoints/last.pt")
     assert [r["step"] for r in records(tmp_path / "cut") if r["split"] == "train"] == [1, 2, 3, 4]
+
+
+def test_resume_without_a_checkpoint_refuses_to_drop_logged_steps(tmp_path, monkeypatch):
+    from attnflow.data.bundled import BundledMNIST
+
+    extra = ("train.eval_every=100", "train.checkpoint_every=100")
+    original = BundledMNIST.__getitem__
+    calls = {"n": 0}
+
+    def failing(self, i):
+        calls["n"] += 1
+        if calls["n"] == 8 + 8 + 1:  # init batch, one step, then a crash in step 2
+            raise RuntimeError("crash")
+        return original(self, i)
+
+    monkeypatch.setattr(BundledMNIST, "__getitem__", failing)
+    with pytest.raises(RuntimeError, match="crash"):
+        train(tiny(4, *extra), tmp_path / "cut", progress=False)
+    monkeypatch.setattr(BundledMNIST, "__getitem__", original)
+    logged = (tmp_path / "cut/metrics.jsonl").read_text()
+    with pytest.raises(RunDirError, match=r"up to step 1, but .*last.pt is missing"):
+        train(tiny(4, *extra), tmp_path / "cut", resume=True, progress=False)
+    assert (tmp_path / "cut/metrics.jsonl").read_text() == logged
 
 
 def test_resume_of_nothing_is_an_error(tmp_path):
