@@ -20,7 +20,6 @@ def cmd_attention(args: argparse.Namespace) -> int:
         data = evaluation_data_config(config, args.data, args.data_dir)
         if args.data_dir:
             check_data_dir(args.data_dir, data["name"])
-        data["flip"] = False
     result = write_attention_maps(args.checkpoint, args.out, data=data, split=args.split, n=args.n,
                                   device=args.device or "cpu", seed=args.seed)
     print_json(result)
@@ -38,7 +37,7 @@ def add_parser(sub) -> None:
     p.add_argument("checkpoint", help="a checkpoint (.pt) of a model with attention")
     p.add_argument("--data", help="dataset name (default: the training config's)")
     p.add_argument("--data-dir", help="dataset root")
-    p.add_argument("--split", default="test", help="split (default test)")
+    p.add_argument("--split", help="split (default: the run's data.test_split, else test)")
     p.add_argument("--n", type=positive_int, default=4, help="images (default 4)")
     p.add_argument("--out", required=True, help="output folder")
     add_seed_arg(p)

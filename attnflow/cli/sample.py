@@ -76,7 +76,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         batches = [
             model.sample(min(args.batch_size, args.n - k), temperature=t) for k in range(0, args.n, args.batch_size)
         ]
-        written.append(str(save_grid(torch.cat(batches), path)))
+        written.append(str(save_grid(model.to_pixels(torch.cat(batches)), path)))  # n_bins -> 8 bits
     print_json({"samples": written[0] if len(written) == 1 else written, "n": args.n,
                 "temperature": args.temperature[0] if len(written) == 1 else args.temperature,
                 "seed": args.seed, "batch_size": args.batch_size})

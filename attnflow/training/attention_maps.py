@@ -28,13 +28,14 @@ def write_attention_maps(
     out: str | Path,
     *,
     data: dict | None = None,
-    split: str = "test",
+    split: str | None = None,
     n: int = 4,
     device: str = "cpu",
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Write ``OUT/image_K.png`` (input | maps) for the first ``n`` images of ``split`` and
-    ``OUT/summary.json``; ``data``: a ``data`` config section instead of the checkpoint's.
+    """Write ``OUT/image_K.png`` (input | maps) for the first ``n`` images of ``split`` (default:
+    the run's ``data.test_split``) and ``OUT/summary.json``; ``data``: a ``data`` config section
+    instead of the checkpoint's.
     A model without attention layers is a ``ValueError``."""
     with torch.random.fork_rng():
         model, config, _ = load_model(checkpoint, device)
@@ -44,23 +45,23 @@ def write_attention_maps(
             f"{config['model'].get('attention')!r}); train one with --set model.attention=imap or itrans"
         )
     data_cfg = data if data is not None else config["data"]
-    dataset = dataset_from_config(data_cfg, split, config["model"].get("image_shape"))
+    split = split or config["data"].get("test_split", "test")
+    dataset = dataset_from_config(data_cfg, split, config["model"].get("image_shape"),
+                                  n_bins=int(getattr(model, "n_bins", 256)))
     n = min(int(n), len(dataset))
     if n < 1:
         raise ValueError(f"the {split} split of {data_cfg['name']!r} is empty")
     batch = default_collate([dataset[i] for i in range(n)])
     maps = attention_maps(model, batch, seed=seed)
     images, cond = model.unpack(batch)
-    shown = model.visualize(cond, images.round().clamp(0, 255).to(torch.uint8)) if cond is not None \
-        else images.round().clamp(0, 255).to(torch.uint8)
+    shown = model.visualize(cond, images.round().clamp(0, 255).to(torch.uint8))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     files = [str(_figure(shown[i], maps, i, out / f"image_{i}.png")) for i in range(n)]
     summary = {
         "checkpoint": str(checkpoint),
+        **dataset.source,
         "images": n,
-        "split": split,
-        "data": data_cfg["name"],
         "layers": summarize_attention(maps),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -474,7 +474,7 @@ def compare(
         extra = {"bicubic": bicubic_metrics(specs[0]["config"]), "sr_temperatures": options["sr_temperatures"]}
     summary = {
         "name": config.get("name", "run"), "task": task, "baseline": baseline, "seeds": seed_list,
-        "steps": int(config["train"]["steps"]), "variants": rows, **extra,
+        "steps": int(config["train"]["steps"]), **_data_used(specs[0]["config"]), "variants": rows, **extra,
     }
     (out / "comparison.md").write_text(_markdown(summary, config))
     write_text_atomic(out / "comparison.json", json.dumps(_json_safe(summary), indent=2))
@@ -485,6 +485,14 @@ def compare(
         "plot": str(out / "comparison.png"),
         "results": [{k: v for k, v in r.items() if k not in ("runs", "curve")} for r in rows],
     }
+
+
+def _data_used(config: dict) -> dict:
+    """What every run of the comparison was evaluated on: data set, absolute root, test split, and
+    whether ``train.eval_max_batches`` made the test score partial."""
+    data, t = config["data"], config["train"]
+    return {"data": data["name"], "data_root": data.get("root"), "test_split": data.get("test_split", "test"),
+            "eval_max_batches": t.get("eval_max_batches"), "partial": bool(t.get("eval_max_batches"))}
 
 
 def _rows(variants: list[Variant], baseline: str, seeds: list[int], results: dict) -> list[dict]:
@@ -552,7 +560,11 @@ def _markdown(summary: dict, config: dict) -> str:
         "",
         f"{m['backbone']} L={m['levels']} K={m['steps']} C={m['hidden']} (attention {m['attention']}, "
         f"position {m['position']}, mask {m['mask']} unless a variant sets them); {summary['steps']} steps, "
-        f"batch {t['batch_size']}, data {config['data']['name']}; {len(seeds)} paired seed(s) "
+        f"batch {t['batch_size']}, data {config['data']['name']}"
+        f"{' at ' + str(summary['data_root']) if summary.get('data_root') else ''}, evaluated on its "
+        f"{summary['test_split']} split"
+        f"{' (first ' + str(summary['eval_max_batches']) + ' batches only)' if summary['partial'] else ''}; "
+        f"{len(seeds)} paired seed(s) "
         f"{', '.join(map(str, seeds))}; baseline **{summary['baseline']}**.",
         "",
         f"| variant | parameters | {bpd} (mean ± sd) | Δ vs baseline [95% CI] | step time ratio |"

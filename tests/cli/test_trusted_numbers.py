@@ -163,6 +163,11 @@ def test_n_bins_run_trains_evaluates_and_samples_on_its_grid(tmp_path):
             "--set", "model.n_bins=32", "--set", "train.eval_every=2")
     result = last_json(run_cli("evaluate", str(out / "checkpoints" / "last.pt"), "--max-batches", "1").stdout)
     assert result["n_bins"] == 32 and 0 < result["bits_per_dim"] < 8
+    run_cli("sample", str(out / "checkpoints" / "last.pt"), "--n", "4", "--out", str(tmp_path / "s.png"),
+            "--temperature", "1.0")
+    pixels = np.asarray(Image.open(tmp_path / "s.png"))[3:-3, 3:-3]  # inside the grid's border
+    values = np.unique(pixels[pixels > 0])
+    assert values.max() > 31 and set(values % 8) == {4}  # bin centres of 32 levels, as 8-bit pictures
 
 
 # ---------------------------------------------------------------------------------- shapes
