@@ -32,6 +32,8 @@ __all__ = [
     "merge",
     "apply_overrides",
     "resolve_config",
+    "REMOVED_KEYS",
+    "drop_removed_keys",
 ]
 
 
@@ -80,13 +82,8 @@ DEFAULTS: dict[str, Any] = {
         "weight_decay": 0.0,
         "warmup_steps": 200,
         "lr_milestones": [],  # fractions of training at which the lr halves (SRFlow)
-        # the first N steps of the run train only the model's conditioner on a task of its own
-        # (SRFlow: its RRDB encoder + an SR head, L1 loss), then the model starts (its data-dependent
-        # init, a fresh optimiser, the warm-up and milestones over the remaining steps); 0: none
-        "pretrain_conditioner_steps": 0,
-        # fraction of the model's training (the steps after any conditioner pretraining) during
-        # which its conditioner (SRFlow's RRDB encoder) is frozen; SRFlow's train_RRDB_delay (0.5
-        # with a pretrained RRDB); 0: trains from the start
+        # fraction of training during which the model's conditioner (SRFlow's RRDB encoder) is
+        # frozen; SRFlow's train_RRDB_delay (0.5 with a pretrained RRDB); 0: trains from the start
         "freeze_conditioner_until": 0.0,
         "grad_clip": 100.0,
         "max_bad_steps": 25,
@@ -115,6 +112,33 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+#: settings of removed features, with how to get the same result now. A stored run's config (an
+#: old checkpoint or config.yaml) may still hold one switched off (0 or null): it is dropped; a
+#: setting switched on is a ConfigError saying what to do instead.
+REMOVED_KEYS: dict[str, str] = {
+    "train.pretrain_conditioner_steps": (
+        "the conditioner pretraining inside a run was removed (0.17 dB lower PSNR at equal time); do it "
+        "in two runs: train the conditioner alone (e.g. attnflow train --preset sr-demo-rrdb --out RUN), "
+        "then start this model from it with --set model.cond.pretrained=RUN/checkpoints/last.pt"
+    ),
+}
+
+
+def _check_removed(dotted: str, value: Any) -> None:
+    if value not in (0, None):
+        raise ConfigError(f"{dotted}={value!r}: {REMOVED_KEYS[dotted]}")
+
+
+def drop_removed_keys(config: dict) -> dict:
+    """``config``, changed in place, without the :data:`REMOVED_KEYS` it holds switched off."""
+    for dotted in REMOVED_KEYS:
+        section, key = dotted.split(".")
+        node = config.get(section)
+        if isinstance(node, dict) and key in node:
+            _check_removed(dotted, node.pop(key))
+    return config
+
+
 PRESET_VARIANTS_DIR = "attention"
 
 
@@ -131,7 +155,7 @@ def _read_yaml(text: str, where: str) -> dict:
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
-        raise ConfigError(f"{where}: not valid YAML: {err}") from None
+        raise ConfigError(f"{where}: not valid YAML: {err}") from err
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping at the top level, got {type(data).__name__}")
     return data
@@ -212,6 +236,9 @@ def merge(base: dict, update: dict, *, prefix: str = "") -> dict:
     free = {"model", "model.cond", "data.options"}  # model keys: checked per backbone
     for key, value in update.items():
         path = f"{prefix}{key}"
+        if key not in out and path in REMOVED_KEYS:  # an old run's config: dropped when switched off
+            _check_removed(path, value)
+            continue
         if key not in out and prefix.rstrip(".") not in free:
             valid = ", ".join(sorted(f"{prefix}{k}" for k in out))
             raise ConfigError(f"unknown config key {path!r}; valid keys here: {valid}")

@@ -10,10 +10,10 @@ from .attention_maps import attention_layers, attention_maps, attention_summary,
 from .base import TASKS, FlowModel, TrainableModel
 from .fullglow import FullGlow, SourceGlow
 from .multiscale import Level, MultiScaleFlow, build_levels, dequantization_noise
-from .pretraining import conditioner_pretraining_network
 from .registry import BACKBONES, build_model, complete_config, register_backbone
 from .rrdb import RRDBNet
-from .srflow import RRDBEncoder, SRFlow
+from .rrdb_encoder import RRDBEncoder
+from .srflow import SRFlow
 from .steps import ATTENTION_KINDS, POSITIONS, AttentionConfig, make_step
 
 __all__ = [
@@ -31,7 +31,6 @@ __all__ = [
     "dequantization_noise",
     "BACKBONES",
     "build_model",
-    "conditioner_pretraining_network",
     "complete_config",
     "register_backbone",
     "ATTENTION_KINDS",

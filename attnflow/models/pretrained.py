@@ -33,7 +33,7 @@ def read_state_dict(path: str | Path, what: str) -> tuple[dict[str, Tensor], dic
         raise ConfigError(
             f"{what}: {path} could not be read as a PyTorch weights file (tensors and plain values "
             f"only): {type(err).__name__}: {first}"
-        ) from None
+        ) from err
     if isinstance(data, dict) and "model" in data and "config" in data:  # an attnflow checkpoint
         if not isinstance(data["model"], dict) or not isinstance(data["config"], dict):
             raise ConfigError(f"{what}: {path} is not an attnflow checkpoint (no model/config)")

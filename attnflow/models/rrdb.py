@@ -5,7 +5,7 @@ SRFlow (Lugmayr et al. 2020; andreas128/SRFlow) does not train its RRDB encoder 
 CelebA 8x configuration loads ``RRDB_CelebA_8X.pth`` (``path.pretrain_model_G``, loaded into the
 ``RRDB`` submodule with ``strict_load``), an RRDBNet trained beforehand as an ordinary SR network
 with an L1 pixel loss (``RRDB_CelebA_8X.yml``: ``model: SR``, ``pixel_criterion: l1``). This module
-is that network on attnflow's :class:`~attnflow.models.srflow.RRDBEncoder`:
+is that network on attnflow's :class:`~attnflow.models.rrdb_encoder.RRDBEncoder`:
 
     LR / 255 -> conv_first -> RRDB blocks -> + trunk_conv -> log2(scale) x (nearest x2 -> conv3x3
     -> LeakyReLU(0.2)) -> hr_conv -> LeakyReLU(0.2) -> conv_last -> the HR image on the 0..1 scale
@@ -31,12 +31,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import ConfigError
-from ..core import UpsampledConcat
 from ..evaluation.image_metrics import psnr
-from ..nn import conv2d_on_map
 from .base import TrainableModel, check_count, check_temperature
 from .options import cond_options
-from .srflow import RRDBEncoder, _log2_exact, sr_side_by_side
+from .rrdb_encoder import RRDBEncoder, log2_exact
+from .srflow import sr_side_by_side
+from .upsampled_concat import UpsampledConcat, conv2d_on_map
 
 __all__ = ["RRDBNet", "build_rrdb", "RRDB_DEFAULTS"]
 
@@ -58,9 +58,8 @@ class RRDBNet(TrainableModel):
         features, blocks, growth: the RRDB's width, depth and dense-block growth.
         n_bins: value range of the images (256: uint8).
         encoder: an existing :class:`RRDBEncoder` to train as this network's trunk (then
-            ``features``, ``blocks`` and ``growth`` are the encoder's), e.g. an SRFlow's encoder
-            during the in-run pretraining (:func:`~attnflow.models.conditioner_pretraining_network`); the
-            upsampling convs it lacks are added to the SR head (``extra_upconvs``).
+            ``features``, ``blocks`` and ``growth`` are the encoder's), e.g. an SRFlow's encoder;
+            the upsampling convs it lacks are added to the SR head (``extra_upconvs``).
     """
 
     task = "super_resolution"
@@ -84,10 +83,7 @@ class RRDBNet(TrainableModel):
         encoder: RRDBEncoder | None = None,
     ) -> None:
         super().__init__()
-        try:
-            log2_scale = _log2_exact(scale)
-        except ValueError as err:
-            raise ValueError(str(err).replace("SRFlow", "RRDBNet")) from None
+        log2_scale = log2_exact(scale, "RRDBNet")
         c, h, w = (int(v) for v in image_shape)
         if h % scale or w % scale:
             raise ValueError(f"RRDBNet: image_shape {tuple(image_shape)} is not divisible by scale={scale}")
@@ -218,4 +214,4 @@ def build_rrdb(m: dict) -> RRDBNet:
             n_bins=int(m["n_bins"]),
         )
     except ValueError as err:
-        raise ConfigError(f"model (rrdb): {err}") from None
+        raise ConfigError(f"model (rrdb): {err}") from err

@@ -77,7 +77,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(
             f"checkpoint {path} could not be read as an attnflow checkpoint "
             f"(tensors and plain values only): {type(err).__name__}: {err}"
-        ) from None
+        ) from err
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise CheckpointError(f"checkpoint {path} is not an attnflow checkpoint (no model/config)")
     return state
@@ -151,5 +151,5 @@ def load_weights(model: torch.nn.Module, weights: dict, where: str | Path) -> No
             f"checkpoint {where}: its weights do not fit the model its config describes "
             f"(parameters: {', '.join(parts) or 'mismatch'}; e.g. {first[:160]}...); "
             f"the file was edited, or its config does not belong to these weights"
-        ) from None
+        ) from err
 

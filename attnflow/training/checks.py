@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..config import DEFAULTS, ConfigError
+from ..config import DEFAULTS, ConfigError, drop_removed_keys
 
 __all__ = ["check_config", "check_device"]
 
@@ -21,7 +21,6 @@ _TRAIN_INTS = {
     "n_samples": (1, False),
     "eval_max_batches": (1, True),
     "warmup_steps": (0, False),
-    "pretrain_conditioner_steps": (0, False),
     "max_bad_steps": (0, False),
     "num_workers": (0, False),
     "seed": (None, False),
@@ -64,12 +63,14 @@ def _number(key: str, value: Any, minimum: float, *, strict: bool = False, allow
 
 
 def check_config(config: dict) -> dict:
-    """Check the values of a complete config (``complete_config``'s output); returns it."""
+    """Check the values of a complete config (``complete_config``'s output); returns it, without
+    the settings of removed features (:data:`~attnflow.config.REMOVED_KEYS`) it held switched off."""
     from ..models.registry import BACKBONES
 
     for section in ("model", "data", "train"):
         if not isinstance(config.get(section), dict):
             raise ConfigError(f"config section {section!r} must be a mapping of keys, got {config.get(section)!r}")
+    drop_removed_keys(config)  # a stored run's config may still hold them, switched off
     t = config["train"]
     for key, (minimum, allow_none) in _TRAIN_INTS.items():
         if key in t:
@@ -87,12 +88,6 @@ def check_config(config: dict) -> dict:
         raise ConfigError(f"train.sample_temperatures must be a non-empty list of numbers >= 0, got {temps!r}")
     for v in temps:
         _number("train.sample_temperatures", v, 0)
-    pre = t.get("pretrain_conditioner_steps") or 0
-    if pre and pre >= t["steps"]:
-        raise ConfigError(
-            f"train.pretrain_conditioner_steps ({pre}) must be fewer than train.steps ({t['steps']}): "
-            f"the model trains in the steps after the conditioner's pretraining"
-        )
     f = t.get("freeze_conditioner_until", 0)
     _number("train.freeze_conditioner_until", f, 0, allow_none=True)
     if f is not None and float(f) > 1:

@@ -1,10 +1,17 @@
-"""The training step's non-finite guard decided on the device (``train.device_guard``).
+"""The training step's non-finite guard: a step whose loss or gradient norm is not finite is
+skipped (no optimiser update), and too many skipped steps in a row stop the run.
 
-The ordinary guard reads the loss and the gradient norm back to the host every step to decide
-whether to apply the optimiser step, which stalls a GPU pipeline once per step. :class:`DeviceGuard`
-applies the step unconditionally and then puts every tensor the step touched back where the
-decision (a 0-dim bool tensor on the device) says "skip", so nothing is read back inside the step;
-the counters it keeps on the device are read at the loop's log, evaluation and checkpoint points.
+Two guards with one interface, so the training step does not care which it has:
+
+* :class:`HostGuard` (``train.device_guard: false``) reads the decision back to the host every
+  step and steps the optimiser or not;
+* :class:`DeviceGuard` (``true``) never reads inside the step, which would stall a GPU pipeline:
+  it applies the step unconditionally and puts every tensor the step touched back where the
+  decision (a 0-dim bool tensor on the device) says "skip"; its counters stay on the device.
+
+Both keep the number of skipped steps in a row and a running loss; the loop reads them with
+:meth:`read` (for the device guard, only at its log, evaluation and checkpoint points:
+``read_every_step`` is false).
 """
 
 from __future__ import annotations
@@ -12,7 +19,47 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["DeviceGuard"]
+__all__ = ["HostGuard", "DeviceGuard", "make_guard"]
+
+
+class HostGuard:
+    """Skip a non-finite step, decided on the host (one read of the decision per step).
+
+    :meth:`step` applies ``optimizer.step()`` when ``finite`` holds and drops the gradients
+    otherwise; :meth:`record` keeps the number of skipped steps in a row, the running loss
+    (``0.98 r + 0.02 loss`` over finite steps) and the last step's loss and decision.
+    """
+
+    #: reading the counters costs nothing: the loop reads them (and stops on too many skipped
+    #: steps) after every step
+    read_every_step = True
+
+    def __init__(self, device: torch.device | None = None, bad_steps: int = 0) -> None:
+        self.bad = int(bad_steps)
+        self.running: float | None = None
+        self.last_value = 0.0
+        self.last_finite = True
+
+    def step(self, optimizer: torch.optim.Optimizer, finite: Tensor) -> None:
+        """``optimizer.step()`` if ``finite`` (0-dim bool) holds, else no change."""
+        if bool(finite):
+            optimizer.step()
+        else:
+            optimizer.zero_grad(set_to_none=True)
+
+    def record(self, loss: Tensor, finite: Tensor) -> None:
+        """Update the counters with this step's loss and decision."""
+        self.last_finite = bool(finite)
+        if not self.last_finite:
+            self.bad += 1
+            return
+        self.bad = 0
+        self.last_value = float(loss.detach())
+        self.running = self.last_value if self.running is None else 0.98 * self.running + 0.02 * self.last_value
+
+    def read(self) -> tuple[int, float | None, float, bool]:
+        """``(skipped steps in a row, running loss or None, last loss, last step finite)``."""
+        return self.bad, self.running, self.last_value, self.last_finite
 
 
 class DeviceGuard:
@@ -23,7 +70,7 @@ class DeviceGuard:
     ``torch.where(finite, new, saved)``: a skipped step leaves them bit for bit as they were, as
     the host guard does by not stepping. The state of a parameter exists only after its first
     update (the first step, or the first after its freeze): until then the decision is read on the
-    host (one read) and the step is taken or not as on the ordinary path.
+    host (one read) and the step is taken or not as on the host path.
 
     :meth:`record` keeps, on the device, the number of skipped steps in a row, the running loss
     (``0.98 r + 0.02 loss`` over finite steps) and the last step's loss and decision; :meth:`read`
@@ -32,6 +79,9 @@ class DeviceGuard:
     On CUDA the optimiser's step counters must live on the device (``capturable=True``), or the
     restore would read them back; on CPU nothing is ever a transfer.
     """
+
+    #: a read is a host synchronisation: the loop reads only where it logs, evaluates or saves
+    read_every_step = False
 
     def __init__(self, device: torch.device, bad_steps: int = 0) -> None:
         self.device = torch.device(device)
@@ -42,10 +92,6 @@ class DeviceGuard:
         self.last_finite = torch.ones((), dtype=torch.bool, device=self.device)
         self._buffers: dict[int, Tensor] = {}
         self._optimizer: torch.optim.Optimizer | None = None
-
-    def reset_running(self) -> None:
-        """Forget the running loss (the objective changed, e.g. after the conditioner's pretraining)."""
-        self.has_running = torch.zeros_like(self.has_running)
 
     def _tensors(self, optimizer: torch.optim.Optimizer) -> list[Tensor] | None:
         """What ``optimizer.step()`` writes, or ``None`` while a stepped parameter has no state yet."""
@@ -63,7 +109,7 @@ class DeviceGuard:
 
     def step(self, optimizer: torch.optim.Optimizer, finite: Tensor) -> None:
         """``optimizer.step()`` where ``finite`` (0-dim bool, on the device) holds, else no change."""
-        if optimizer is not self._optimizer:  # a new optimiser (the pretraining ended): new buffers
+        if optimizer is not self._optimizer:  # the buffers belong to one optimiser's tensors
             self._buffers, self._optimizer = {}, optimizer
         tensors = self._tensors(optimizer)
         if tensors is None:  # its state is created by this step: decide on the host, once
@@ -100,3 +146,9 @@ class DeviceGuard:
             self.last_value, self.last_finite.to(torch.float64),
         ]).tolist()
         return int(bad), (running if has else None), last, bool(finite)
+
+
+def make_guard(device: torch.device, bad_steps: int = 0, *, on_device: bool = False) -> HostGuard | DeviceGuard:
+    """The guard ``train.device_guard`` (``on_device``) asks for, starting at ``bad_steps``
+    skipped steps in a row (a resumed run's count)."""
+    return DeviceGuard(device, bad_steps) if on_device else HostGuard(device, bad_steps)

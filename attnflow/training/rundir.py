@@ -256,7 +256,7 @@ def stored_config(out: str | Path) -> tuple[dict, Path] | None:
         try:
             config = yaml.safe_load(path.read_text())
         except yaml.YAMLError as err:
-            raise RunDirError(f"--resume: {path} is not valid YAML: {err}".replace("\n", " ")) from None
+            raise RunDirError(f"--resume: {path} is not valid YAML: {err}".replace("\n", " ")) from err
         if not isinstance(config, dict) or not all(k in config for k in ("model", "data", "train")):
             raise RunDirError(f"--resume: {path} is not an attnflow config")
         return config, path
@@ -291,7 +291,7 @@ def _set(d: dict, dotted: str, value: Any) -> None:
 
 def with_defaults(config: dict) -> dict:
     """``config`` with keys added since it was stored filled in from the defaults."""
-    from ..config import DEFAULTS
+    from ..config import DEFAULTS, drop_removed_keys
     from ..models import complete_config
 
     def fill(base: dict, update: dict) -> dict:
@@ -300,7 +300,7 @@ def with_defaults(config: dict) -> dict:
             out[k] = fill(out[k], v) if isinstance(out.get(k), dict) and isinstance(v, dict) else copy.deepcopy(v)
         return out
 
-    return complete_config(fill(DEFAULTS, config))
+    return complete_config(fill(DEFAULTS, drop_removed_keys(copy.deepcopy(config))))
 
 
 def resume_config(given: dict, stored: dict, where: str | Path, step: int) -> dict:

@@ -145,3 +145,69 @@ def test_unknown_config_key_is_an_error():
 
     with pytest.raises(ConfigError, match="unknown config key 'model.stepz'"):
         complete_config(apply_overrides(load_preset("mnist"), ["model.stepz=2"]))
+
+
+def test_lr_warms_up_then_halves_at_the_milestones():
+    from attnflow.training.optim import lr_factor
+
+    factor = lr_factor({"steps": 100, "warmup_steps": 10, "lr_milestones": [0.5, 0.75]})
+    assert [factor(s) for s in (0, 9, 49, 50, 74, 75)] == [0.1, 1.0, 1.0, 0.5, 0.5, 0.25]
+
+
+SR_TINY = ["model.cond.features=8", "model.cond.blocks=2", "model.cond.growth=4", "model.cond.taps=[0, 1]",
+           "model.steps=1", "model.hidden=8", "model.levels=2", "model.cond.unconditional_steps=1",
+           "train.batch_size=4", "train.eval_batch_size=4", "train.eval_max_batches=1", "train.n_samples=2",
+           "train.log_every=1", "train.warmup_steps=2", "train.eval_every=100", "train.sample_temperatures=[0.5]"]
+
+
+def test_the_conditioner_is_frozen_for_the_first_part_then_trains(tmp_path, monkeypatch):
+    """train.freeze_conditioner_until=0.5 of 6 steps: SRFlow's encoder stays as initialised for
+    steps 1..3 while the flow trains, then it trains too."""
+    import attnflow.training.loop as loop
+
+    saved: dict[int, dict] = {}
+    original = loop.save_checkpoint
+
+    def record(payload, path):
+        if path.name == "last.pt":
+            saved[payload["step"]] = {k: v.clone() for k, v in payload["model"].items() if isinstance(v, torch.Tensor)}
+        return original(payload, path)
+
+    monkeypatch.setattr(loop, "save_checkpoint", record)
+    config = apply_overrides(load_preset("sr-demo"), [*SR_TINY, "train.steps=6", "train.checkpoint_every=1",
+                                                      "train.freeze_conditioner_until=0.5"])
+    summary = train(config, tmp_path, progress=False)
+    assert summary["conditioner_frozen_steps"] == 3
+    encoder = [k for k in saved[1] if k.startswith("conditioner.")]
+    flow = [k for k in saved[1] if not k.startswith("conditioner.")]
+    assert encoder and all(torch.equal(saved[1][k], saved[3][k]) for k in encoder)  # frozen
+    assert any(not torch.equal(saved[1][k], saved[3][k]) for k in flow)  # while the flow trains
+    assert sum(not torch.equal(saved[3][k], saved[6][k]) for k in encoder) > len(encoder) // 2  # then it trains
+
+
+def test_an_old_run_with_the_removed_pretraining_setting_still_loads_and_resumes(tmp_path):
+    """``train.pretrain_conditioner_steps`` (the removed in-run pretraining): a stored config that
+    holds it switched off loads and resumes; switched on, resuming it is a ConfigError saying how
+    to do it with two runs."""
+    from attnflow.config import ConfigError
+    from attnflow.training.checkpoint import load_model
+
+    extra = ("train.eval_every=100", "train.checkpoint_every=100")
+    train(tiny(2, *extra), tmp_path / "old", progress=False)
+    last = tmp_path / "old/checkpoints/last.pt"
+    state = load_checkpoint(last)
+    state["config"]["train"]["pretrain_conditioner_steps"] = 0  # as an old run stored it
+    save_checkpoint(state, last)
+    model, config, _ = load_model(last)  # what evaluate and sample read
+    assert "pretrain_conditioner_steps" in config["train"]
+    summary = train(tiny(3, *extra), tmp_path / "old", resume=True, progress=False)
+    assert summary["steps"] == 3 and "pretrain_conditioner_steps" not in load_checkpoint(last)["config"]["train"]
+    assert apply_overrides(load_preset("mnist"), ["train.pretrain_conditioner_steps=0"]) == load_preset("mnist")
+    state = load_checkpoint(last)
+    state["config"]["train"]["pretrain_conditioner_steps"] = 250
+    save_checkpoint(state, last)
+    removed = r"pretrain_conditioner_steps=250: .* removed .* two runs.* model\.cond\.pretrained="
+    with pytest.raises(ConfigError, match=removed):
+        train(tiny(4, *extra), tmp_path / "old", resume=True, progress=False)
+    with pytest.raises(ConfigError, match="pretrain_conditioner_steps=5: .* removed"):
+        apply_overrides(load_preset("mnist"), ["train.pretrain_conditioner_steps=5"])

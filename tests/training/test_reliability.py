@@ -332,6 +332,11 @@ def test_sigkill_then_resume_is_exact(tmp_path, reference):
     out = tmp_path / "run"
     proc = _start(out, STEPS)
     _wait_until_training(proc, out)
+    t0 = time.time()  # a kill before the first checkpoint leaves nothing to resume from (refused)
+    while not (out / "checkpoints" / "last.pt").is_file():
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() - t0 < 60
+        time.sleep(0.01)
     time.sleep(random.uniform(0.02, 0.15))
     proc.kill()
     proc.communicate(timeout=60)
@@ -388,6 +393,41 @@ def test_no_checkpoint_after_a_skipped_step(tmp_path, monkeypatch):
     assert saved == [(3, "last.pt"), (4, "last.pt"), (4, "best.pt"), (4, "last.pt")]
     state = load_checkpoint(tmp_path / "checkpoints/last.pt")
     assert state["step"] == 4 and state["bad_steps"] == 0
+
+
+_DDP_NAN_SCRIPT = """
+import sys
+import torch
+from attnflow.models.multiscale import MultiScaleFlow
+original, calls = MultiScaleFlow.forward, []
+def forward(self, batch):  # the loss of the second training step is NaN on every process
+    out = original(self, batch)
+    if self.training and torch.is_grad_enabled():
+        calls.append(1)
+        return out * float("nan") if len(calls) == 2 else out
+    return out
+MultiScaleFlow.forward = forward
+from attnflow.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_ddp_defers_a_skipped_checkpoint_on_every_process(tmp_path):
+    """torchrun, two gloo processes: step 2 is skipped where a checkpoint is due, so the checkpoint
+    is deferred to step 3, by every process alike: the main process saves it, the others meet it at
+    the barrier after the save (else the main process would wait there for ever)."""
+    script = tmp_path / "nan_at_step_2.py"
+    script.write_text(_DDP_NAN_SCRIPT)
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    proc = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc_per_node", "2", str(script), *_cli_args(tmp_path / "run", 4),
+         "--set", "train.checkpoint_every=2"],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert load_checkpoint(tmp_path / "run/checkpoints/last.pt")["step"] == 4
+    assert [r["step"] for r in records(tmp_path / "run") if r["split"] == "train"] == [1, 3, 4]
 
 
 def test_skipped_final_step_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
