@@ -1,9 +1,9 @@
 """The package's imports point down the layers and form no cycle (parsed with ``ast``, not run).
 
-Layers, lowest first: ``core``, ``images`` and ``config`` (utilities) < ``nn`` < ``layers`` <
-``priors`` < ``models`` < ``training`` and ``testing`` < ``cli``. ``evaluation`` and ``data`` import
-no model, training or cli code (``data`` may use ``evaluation.imresize``); models may use
-``evaluation`` (bits/dim) but never ``data``.
+Layers, lowest first: ``core``, ``images`` and ``config`` (utilities) < ``invertible_backprop``
+(on ``core`` alone) and ``nn`` < ``layers`` < ``priors`` < ``models`` < ``training`` and
+``testing`` < ``cli``. ``evaluation`` and ``data`` import no model, training or cli code (``data``
+may use ``evaluation.imresize``); models may use ``evaluation`` (bits/dim) but never ``data``.
 """
 
 from __future__ import annotations
@@ -16,17 +16,23 @@ PACKAGE = Path(__file__).resolve().parents[1] / "attnflow"
 #: what each top-level part may import (besides itself)
 ALLOWED: dict[str, set[str]] = {
     "core": set(),
+    "invertible_backprop": {"core"},
     "images": set(),
     "config": set(),
+    "jsonio": set(),
     "nn": {"core"},
     "layers": {"core", "nn"},
     "priors": {"core", "nn", "layers"},
     "evaluation": {"core", "images", "config"},
     "data": {"core", "images", "config", "evaluation"},
-    "models": {"core", "images", "config", "nn", "layers", "priors", "evaluation"},
-    "testing": {"core", "nn", "layers", "priors", "models"},
-    "training": {"core", "images", "config", "nn", "layers", "priors", "evaluation", "data", "models", "testing"},
-    "cli": {"core", "images", "config", "nn", "layers", "priors", "evaluation", "data", "models", "testing", "training"},
+    "models": {"core", "invertible_backprop", "images", "config", "nn", "layers", "priors", "evaluation"},
+    "testing": {"core", "invertible_backprop", "nn", "layers", "priors", "models"},
+    "training": {"core", "invertible_backprop", "images", "config", "nn", "layers", "priors", "evaluation", "data",
+                 "models", "testing"},
+    "experiments": {"core", "invertible_backprop", "images", "config", "jsonio", "nn", "layers", "priors",
+                    "evaluation", "data", "models", "testing", "training"},
+    "cli": {"core", "invertible_backprop", "images", "config", "jsonio", "nn", "layers", "priors", "evaluation",
+            "data", "models", "testing", "training", "experiments"},
 }
 
 
@@ -123,8 +129,8 @@ def test_the_checks_catch_planted_violations(tmp_path):
     shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
     with open(copy / "layers" / "masks.py", "a") as f:
         f.write("\nfrom ..models import build_model  # planted: layers -> models\n")
-    with open(copy / "nn.py", "a") as f:
-        f.write("\nfrom .layers.masks import make_mask  # planted: nn -> layers -> nn\n")
+    with open(copy / "nn" / "__init__.py", "a") as f:
+        f.write("\nfrom ..layers.masks import make_mask  # planted: nn -> layers -> nn\n")
     graph = _graph(copy)
     bad = _upward(graph)
     assert any("attnflow.layers.masks -> attnflow.models" in b for b in bad)

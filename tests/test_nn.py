@@ -1,98 +1,25 @@
-"""``attnflow.nn``'s arithmetic against the direct computation: the convolution of a
-nearest-upsampled map at the coarse resolution against the convolution of the upsampled (dense)
-map, ``tanh_by_sigmoid`` against ``torch.tanh``, the CPU dropout against its definition, and the
-head-major attention against ``scaled_dot_product_attention``; values and gradients, in the
-session's dtype (float64 by default)."""
+"""``attnflow.nn``'s arithmetic against the direct computation: GlowNet's folded actnorms against the
+layer-by-layer network, ``tanh_by_sigmoid`` against ``torch.tanh``, the CPU dropout against its
+definition, and the head-major attention against ``scaled_dot_product_attention``; values and
+gradients, in the session's dtype (float64 by default)."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-import attnflow.nn as attn_nn
-from attnflow.core import UpsampledConcat
+import attnflow.nn.flowpp as flowpp
+import attnflow.nn.head_major as head_major
 from attnflow.nn import (
     GlowNet,
-    conv2d_on_map,
-    conv3x3_upsampled,
     dropout,
     head_major_attention,
     head_major_attention_pays,
-    network_input,
     tanh_by_sigmoid,
 )
 
 
 def _tol(dtype):
     return dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-4)
-
-
-def _up(x, factor):
-    return F.interpolate(x, scale_factor=factor, mode="nearest")
-
-
-@pytest.mark.parametrize("factor", [1, 2, 3, 4, 8])
-@pytest.mark.parametrize("size", [(1, 1), (2, 3), (5, 4)])
-def test_conv3x3_upsampled_equals_the_direct_convolution(factor, size, device, dtype):
-    x = torch.randn(2, 5, *size, dtype=dtype, device=device, requires_grad=True)
-    w = torch.randn(7, 5, 3, 3, dtype=dtype, device=device, requires_grad=True)
-    g = torch.randn(2, 7, size[0] * factor, size[1] * factor, dtype=dtype, device=device)
-    direct = F.conv2d(_up(x, factor), w, padding=1)
-    folded = conv3x3_upsampled(x, w, factor)
-    torch.testing.assert_close(folded, direct, **_tol(dtype))
-    ga = torch.autograd.grad(direct, [x, w], g)
-    gb = torch.autograd.grad(folded, [x, w], g)
-    for a, b in zip(ga, gb):
-        torch.testing.assert_close(b, a, **_tol(dtype))
-
-
-def test_conv3x3_upsampled_gradcheck():
-    x = torch.randn(1, 2, 2, 3, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(3, 2, 3, 3, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda a, b: conv3x3_upsampled(a, b, 4), (x, w))
-
-
-def test_conv3x3_upsampled_rejects_other_kernels():
-    with pytest.raises(ValueError, match=r"\[O, 4, 3, 3\] weight"):
-        conv3x3_upsampled(torch.randn(1, 4, 2, 2), torch.randn(3, 4, 5, 5), 2)
-
-
-@pytest.mark.parametrize("fine_channels", [0, 3])
-@pytest.mark.parametrize("bias", [True, False])
-def test_conv2d_on_map_equals_the_dense_map(fine_channels, bias, device, dtype):
-    coarse = torch.randn(2, 4, 3, 2, dtype=dtype, device=device, requires_grad=True)
-    fine = torch.randn(2, fine_channels, 12, 8, dtype=dtype, device=device, requires_grad=True)
-    m = UpsampledConcat(fine if fine_channels else None, coarse, 4)
-    conv = torch.nn.Conv2d(fine_channels + 4, 6, 3, padding=1, bias=bias).to(device, dtype)
-    out, ref = conv2d_on_map(conv, m), conv(m.dense())
-    torch.testing.assert_close(out, ref, **_tol(dtype))
-    inputs = [coarse, *conv.parameters()] + ([fine] if fine_channels else [])
-    g = torch.randn_like(ref)
-    for a, b in zip(torch.autograd.grad(ref, inputs, g), torch.autograd.grad(out, inputs, g)):
-        torch.testing.assert_close(b, a, **_tol(dtype))
-
-
-@pytest.mark.parametrize("kind", ["1x1", "strided", "factor 1"])
-def test_conv2d_on_map_falls_back_to_the_dense_map(kind, dtype):
-    factor = 1 if kind == "factor 1" else 2
-    m = UpsampledConcat(torch.randn(1, 2, 4 * factor, 4 * factor, dtype=dtype), torch.randn(1, 3, 4, 4, dtype=dtype), factor)
-    conv = {
-        "1x1": torch.nn.Conv2d(5, 4, 1),
-        "strided": torch.nn.Conv2d(5, 4, 3, padding=1, stride=2),
-        "factor 1": torch.nn.Conv2d(5, 4, 3, padding=1),
-    }[kind].to(dtype)
-    torch.testing.assert_close(conv2d_on_map(conv, m), conv(m.dense()), rtol=0, atol=0)
-
-
-def test_network_input_keeps_the_map_factored_only_for_networks_that_take_it():
-    m = UpsampledConcat(None, torch.randn(1, 3, 2, 2), 2)
-    assert network_input(GlowNet(3, 4, 8), m) is m
-    plain = network_input(torch.nn.Conv2d(3, 4, 3, padding=1), m)
-    assert isinstance(plain, torch.Tensor) and plain.shape == (1, 3, 4, 4)
-    net = GlowNet(3, 4, 8).double()
-    for p in net.parameters():
-        p.data.normal_()
-    m = UpsampledConcat(None, torch.randn(2, 3, 2, 3, dtype=torch.float64), 4)
-    torch.testing.assert_close(net(m), net(m.dense()), rtol=1e-10, atol=1e-10)
 
 
 def test_glownet_with_folded_actnorms_equals_the_layer_by_layer_network(dtype):
@@ -157,7 +84,7 @@ def test_head_major_attention_equals_sdpa(shape, block_bytes, monkeypatch, devic
     """Values and the gradients of q, k, v; with blocks of one head each (``block_bytes=1``), of
     several heads, and of all heads at once; logits spread over hundreds (the max subtraction)."""
     if block_bytes is not None:
-        monkeypatch.setattr(attn_nn, "HEAD_MAJOR_BLOCK_BYTES", block_bytes)
+        monkeypatch.setattr(head_major, "HEAD_MAJOR_BLOCK_BYTES", block_bytes)
     q, k, v = (torch.randn(*shape, dtype=dtype, device=device) for _ in range(3))
     q = (q * 12).requires_grad_()
     k.requires_grad_()
@@ -173,8 +100,8 @@ def test_head_major_attention_equals_sdpa(shape, block_bytes, monkeypatch, devic
 def test_head_major_attention_blocks_cover_every_head(monkeypatch):
     """Three heads per block over ten heads (a partial last block): each head's output is that
     head's attention alone, so a block that skipped, repeated or mixed heads would fail."""
-    monkeypatch.setattr(attn_nn, "HEAD_MAJOR_BLOCK_BYTES", 3 * 6 * 6 * 8)
-    assert attn_nn._head_blocks(10, 6, 8) == (3, [slice(0, 3), slice(3, 6), slice(6, 9), slice(9, 10)])
+    monkeypatch.setattr(head_major, "HEAD_MAJOR_BLOCK_BYTES", 3 * 6 * 6 * 8)
+    assert head_major._head_blocks(10, 6, 8) == (3, [slice(0, 3), slice(3, 6), slice(6, 9), slice(9, 10)])
     q, k, v = (torch.randn(10, 4, 6, dtype=torch.float64) for _ in range(3))
     out = head_major_attention(q, k, v)
     for h in range(10):
@@ -198,7 +125,7 @@ def test_head_major_attention_reuses_its_buffers_safely():
             torch.testing.assert_close(b, a)
 
 def test_head_major_attention_gradcheck(monkeypatch):
-    monkeypatch.setattr(attn_nn, "HEAD_MAJOR_BLOCK_BYTES", 2 * 5 * 5 * 8)  # two heads per block
+    monkeypatch.setattr(head_major, "HEAD_MAJOR_BLOCK_BYTES", 2 * 5 * 5 * 8)  # two heads per block
     q, k, v = (torch.randn(3, 4, 5, dtype=torch.float64, requires_grad=True) for _ in range(3))
     assert torch.autograd.gradcheck(head_major_attention, (q, k, v))
 
@@ -235,9 +162,9 @@ def test_flowpp_attention_head_major_and_fused_paths_agree(dropout_on, monkeypat
     ``HEAD_MAJOR_ATTENTION`` off; in eval both paths give the same output and gradients to float32
     rounding."""
     calls = []
-    real = attn_nn.head_major_attention
-    monkeypatch.setattr(attn_nn, "head_major_attention", lambda *a: calls.append(1) or real(*a))
-    block = attn_nn._GatedAttention(48, 4, 0.5, dropout_on).eval()
+    real = flowpp.head_major_attention
+    monkeypatch.setattr(flowpp, "head_major_attention", lambda *a: calls.append(1) or real(*a))
+    block = flowpp._GatedAttention(48, 4, 0.5, dropout_on).eval()
     with torch.no_grad():
         for p in block.parameters():
             p.normal_(0, 0.3)
@@ -246,14 +173,14 @@ def test_flowpp_attention_head_major_and_fused_paths_agree(dropout_on, monkeypat
     out = block(x)
     assert len(calls) == 1 and out.is_contiguous(memory_format=torch.channels_last)
     grads = torch.autograd.grad(out, [x, *block.parameters()], g)
-    monkeypatch.setattr(attn_nn, "HEAD_MAJOR_ATTENTION", False)
+    monkeypatch.setattr(flowpp, "HEAD_MAJOR_ATTENTION", False)
     ref = block(x)
     assert len(calls) == 1
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
     for a, b in zip(torch.autograd.grad(ref, [x, *block.parameters()], g), grads):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
     monkeypatch.undo()
-    monkeypatch.setattr(attn_nn, "head_major_attention", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(flowpp, "head_major_attention", lambda *a: calls.append(1) or real(*a))
     block.train()
     block(x)
     assert len(calls) == (2 if dropout_on == "output" else 1)

@@ -59,22 +59,46 @@ class _MaskedLayer(Flow):
 
 
 class IMap(_MaskedLayer):
-    """Invertible map-based attention (first order).
+    r"""Invertible map-based attention, iMap (first order).
 
-    With mask ``M`` and ``x1 = M * x``:
+    ``y = M * x * sig(s) + (1 - M) * x * a(M * x)``, ``a = sigmoid(offset * pool(conv1x1(M * x))) + eps``
 
-    ``y = M * x * sig(s) + (1 - M) * x * a``,
-    ``a = sigmoid(offset * pool(conv1x1(x1))) + eps``, ``sig(s) = sigmoid(s) + eps`` per channel,
+    References:
+        | Generative Flows with Invertible Attentions (Sukthanker et al., 2022)
+        | R. S. Sukthanker, Z. Huang, S. Kumar, R. Timofte, L. Van Gool. CVPR 2022.
+        | https://arxiv.org/abs/2106.03959
 
-    where ``pool`` averages over channels (``attention="spatial"``: one weight per position, the
-    paper's default) or over positions (``attention="channel"``: one weight per channel). Inverse:
-    recover ``x1 = M * y / sig(s)``, recompute ``a`` from it, divide. Log-det (closed form, exact for
-    any mask, odd ``C`` included): ``sum((1 - M) * log a) + sum(M * log sig(s))``.
+    ``M`` is a fixed binary mask (:func:`~attnflow.layers.masks.make_mask`), ``sig(s) = sigmoid(s)
+    + eps`` a learned scale per channel, and ``pool`` averages over channels (one weight per
+    position) or over positions (one weight per channel). The attention weights are computed from
+    the kept entries ``M * x`` alone, so the inverse recovers them first (``M * y / sig(s)``),
+    recomputes ``a`` and divides. Log-det (closed form, exact for any mask, odd ``C`` included):
+    ``sum((1 - M) * log a) + sum(M * log sig(s))``. With ``mask="spatial"`` and
+    ``attention="spatial"`` an attended position has no kept entries of its own, so (the conv
+    being 1x1, as in the paper) its weight is a learned constant; the paper's mask ablation finds
+    that mask the weakest. The conv bias and ``s`` start at 2, so every scale starts near
+    ``sigmoid(2) = 0.88``.
 
-    With ``mask="spatial"`` and ``attention="spatial"`` an attended position has no kept entries of
-    its own, so (the conv being 1x1, as in the paper) its weight is a learned constant; the paper's
-    mask ablation finds that mask the weakest. ``hidden`` is the conv's output width ``C'`` (default ``C``). The conv bias starts at 2 and
-    ``s`` at 2, so every scale starts near ``sigmoid(2) = 0.88``.
+    Arguments:
+        channels: ``C``, the channels of the input ``[B, C, H, W]``.
+        mask: the mask kind, one of :data:`~attnflow.layers.masks.MASK_KINDS` (the paper's 3D
+            checkerboard ``"spatial_channel"`` by default).
+        parity: 0 or 1; parity 1 keeps the entries parity 0 attends, so alternate it between
+            successive layers.
+        attention: ``"spatial"`` (one weight per position, the paper's default) or ``"channel"``
+            (one weight per channel).
+        hidden: the conv's output width ``C'`` (default ``C``).
+        eps: the lower bound of every scale.
+        seed: the seed of a ``"random"`` mask.
+
+    Example:
+        >>> layer = IMap(4)
+        >>> x = torch.randn(2, 4, 8, 8)
+        >>> y, logdet = layer(x)
+        >>> logdet.shape
+        torch.Size([2])
+        >>> torch.allclose(layer.inverse(y)[0], x, atol=1e-5)
+        True
     """
 
     def __init__(
@@ -164,27 +188,54 @@ class IMap(_MaskedLayer):
 
 
 class ITrans(_MaskedLayer):
-    """Invertible transformer-based attention (second order) between ``N = n x n`` patches.
+    r"""Invertible transformer-based attention, iTrans (second order), between ``N = n x n`` patches.
 
-    The map is cut into an ``n x n`` grid of patches (``patches = N``, a square; the paper uses 4);
-    patch ``p_k`` has ``P = C * ph * pw`` entries. The mask is defined in patch-local coordinates, so
-    it is the same in every patch and the Jacobian is block-diagonal. Per head
-    ``A_h = softmax(Q_h K_h^T / (d * sqrt(D_k)))`` (``N x N``; ``Q = conv1x1(M * x)``,
-    ``K = conv1x1(M * x)`` flattened per patch to ``D_k`` features, ``d > 0`` learned); then
+    ``y_k = M * p_k + (1 - M) * sum_l W_kl(M * x) p_l``, ``W = s (mean_h A_h + c I) / (1 + c)``
 
-    ``W = s (mean_h A_h + c I) / (1 + c)``, ``c = 1 + softplus(theta) > 1``, ``s = exp(log_scale)``.
+    References:
+        | Generative Flows with Invertible Attentions (Sukthanker et al., 2022)
+        | R. S. Sukthanker, Z. Huang, S. Kumar, R. Timofte, L. Van Gool. CVPR 2022.
+        | https://arxiv.org/abs/2106.03959
+
+    The map is cut into an ``n x n`` grid of patches ``p_k`` of ``P = C * ph * pw`` entries each.
+    The mask ``M`` is defined in patch-local coordinates, so it is the same in every patch and the
+    Jacobian is block-diagonal. Per head ``A_h = softmax(Q_h K_h^T / (d * sqrt(D_k)))`` (``N x N``;
+    ``Q = conv1x1(M * x)``, ``K = conv1x1(M * x)`` flattened per patch to ``D_k`` features, ``d > 0``
+    learned), ``c = 1 + softplus(theta) > 1``, ``s = exp(log_scale)``.
 
     ``(mean_h A_h + c I) / (1 + c)`` is strictly diagonally dominant (so invertible, with positive
     determinant) with rows summing to 1: alone (``scale=False``) it can only contract,
     ``det <= 1``. The learned positive scale ``s`` (like the free scale of the paper's ``W = A + oI``)
     lets the layer expand as well, keeping ``det W = s^N det(...) > 0`` for every parameter value;
     it starts at the value that makes the layer volume-preserving for uniform attention
-    (``s^N ((c/(1+c))^(N-1)) = 1``). ``init_mixing`` sets the attention's starting weight
-    ``m = 1/(1+c)`` in ``W = s((1 - m) I + m mean_h A_h)``: 0.1 by default, near the identity
-    (``None``: ``theta = 0``, ``m = 0.371``, which starts a deep stack of iTrans layers far from
-    volume-preserving). Output: masked entries unchanged, unmasked entries ``W @ v`` with
-    ``v`` the stacked unmasked entries of every patch. Inverse: ``torch.linalg.solve(W, y2)``.
-    Log-det: ``(unmasked entries per patch) * log det W``.
+    (``s^N ((c/(1+c))^(N-1)) = 1``). Inverse: ``torch.linalg.solve(W, y2)`` on the unmasked
+    entries (``W`` depends on the masked ones only). Log-det: ``(unmasked entries per patch) *
+    log det W``.
+
+    Arguments:
+        channels: ``C``, the channels of the input ``[B, C, H, W]`` (``H`` and ``W`` multiples of
+            ``n``).
+        heads: the attention heads averaged in ``W``.
+        patches: ``N``, a perfect square (the paper uses 4).
+        mask: the mask kind, one of :data:`~attnflow.layers.masks.MASK_KINDS`, applied in every
+            patch.
+        parity: 0 or 1; alternate it between successive layers.
+        key_channels: the query/key width ``D`` per entry (default ``C``).
+        scale: learn the scale ``s`` (otherwise ``s = 1``).
+        init_mixing: the attention's starting weight ``m = 1/(1+c)`` in
+            ``W = s((1 - m) I + m mean_h A_h)``, in ``(0, 0.5)``: 0.1 by default, near the identity
+            (``None``: ``theta = 0``, ``m = 0.371``, which starts a deep stack of iTrans layers far
+            from volume-preserving).
+        seed: the seed of a ``"random"`` mask.
+
+    Example:
+        >>> layer = ITrans(4, heads=2, patches=4)
+        >>> x = torch.randn(2, 4, 8, 8)
+        >>> y, logdet = layer(x)
+        >>> logdet.shape
+        torch.Size([2])
+        >>> torch.allclose(layer.inverse(y)[0], x, atol=1e-5)
+        True
     """
 
     def __init__(

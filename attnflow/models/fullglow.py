@@ -42,8 +42,9 @@ import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from ..config import ConfigError
-from ..core import Flow, Sequential, invertible_forward
+from ..core import Flow, Sequential
 from ..images import CITYSCAPES_COLORS, label_colors
+from ..invertible_backprop import invertible_forward
 from ..layers import ActNorm, AffineCoupling, Dequantize, InvConv1x1, quantize
 from ..layers.conditional import ConditionalActNorm, ConditionalInvConv1x1, CondNetAffineCoupling
 from ..priors import DiagonalGaussian
@@ -439,4 +440,4 @@ def build_fullglow(m: dict) -> FullGlow:
             source_weight=float(o["lambda"]),
         )
     except ValueError as err:
-        raise ConfigError(f"model: {err}") from None
+        raise ConfigError(f"model: {err}") from err

@@ -8,7 +8,8 @@ from collections.abc import Callable, Iterator, Sequence
 
 from torch import Tensor, nn
 
-from ..core import Flow, Sequential, no_logdet, sequential_invertible
+from ..core import Flow, Sequential, no_logdet
+from ..invertible_backprop import sequential_invertible
 from ..layers import Dequantize, Squeeze, quantize
 from ..nn import run_network
 from ..priors import Prior, Split

@@ -49,4 +49,4 @@ def attention_from_config(m: dict) -> AttentionConfig:
             itrans_init_mixing=_optional_float(m.get("itrans_init_mixing", 0.1)),
         )
     except ValueError as err:
-        raise ConfigError(f"model: {err}") from None
+        raise ConfigError(f"model: {err}") from err

@@ -90,7 +90,7 @@ def build_model(config: dict[str, Any]) -> TrainableModel:
     try:
         return spec.build(m)
     except (KeyError, TypeError) as err:
-        raise ConfigError(f"model config for backbone {spec.name!r} is incomplete or wrong: {err}") from None
+        raise ConfigError(f"model config for backbone {spec.name!r} is incomplete or wrong: {err}") from err
 
 
 # prior_geometry: the ConvLSTM kernel/dilation per level; "reference" is the official mARFlow code's
@@ -104,7 +104,7 @@ def _priors(m: dict):
             return ar_priors(hidden=int(m["prior_hidden"]), layers=int(m["prior_layers"]),
                              geometry=str(m["prior_geometry"]))
         except ValueError as err:
-            raise ConfigError(f"model.prior_geometry: {err}") from None
+            raise ConfigError(f"model.prior_geometry: {err}") from err
     if m["prior"] == "gaussian":
         return gaussian_priors()
     raise ConfigError(f"model.prior must be 'ar' or 'gaussian', got {m['prior']!r}")

@@ -3,20 +3,17 @@
 The model (Lugmayr et al., ECCV 2020; andreas128/SRFlow) is a multi-scale flow over the HR image
 ``x`` conditioned on the LR image ``y``:
 
-* **Encoder** (:class:`RRDBEncoder`): an RRDB network (ESRGAN) on ``y / 255``. The outputs of
-  selected RRDB blocks (``taps``, 0-based; ``1, 3, 5, 7`` by default, as SRFlow's ``stackRRDB``)
-  and the trunk features are stacked into one map per flow level (``features * (1 + len(taps))``
-  channels, 320 by default). Level ``l`` (1-based) works at ``HR / 2^l = LR * 2^e`` with
-  ``e = log2(scale) - l``. The trunk part is SRFlow's: for ``e > 0`` the learned upsampling chain
-  (nearest x2 -> conv3x3, LeakyReLU between steps; ``fea_up2``, ``fea_up4``, ...), for ``e = 0``
-  the LR features (``last_lr_fea``), for ``e < 0`` the LR features average-pooled by ``2^-e``
-  (SRFlow's ``fea_up0``: bilinear x1/2, which for a factor of 2 is exactly a 2x2 average). The
-  block outputs are resized to the level with nearest upsampling (exact replication, as SRFlow) or
-  average pooling when the level is coarser than the LR image (SRFlow subsamples there; averaging
-  does not alias).
+* **Encoder** (:class:`~attnflow.models.rrdb_encoder.RRDBEncoder`): an RRDB network (ESRGAN) on
+  ``y / 255``; the outputs of selected RRDB blocks (``taps``) and the trunk features are stacked
+  into one map per flow level (``features * (1 + len(taps))`` channels, 320 by default), at level
+  ``l`` (1-based) ``HR / 2^l = LR * 2^e`` with ``e = log2(scale) - l``. Above the LR resolution a
+  map stays factored (:class:`~attnflow.models.upsampled_concat.UpsampledConcat`: the block
+  outputs at the LR resolution, replicated by nearest upsampling only in arithmetic), which only
+  the levels' own layers see (:mod:`attnflow.models.srflow_layers`).
 * **Levels** ``l = 1..L``: squeeze (2x2 space-to-depth) -> ``unconditional_steps`` x (actnorm, 1x1
-  conv) -> ``K`` conditional steps (actnorm -> 1x1 conv -> :class:`~attnflow.layers.AffineInjector`
-  -> :class:`~attnflow.layers.ConditionalAffineCoupling`, network width ``hidden``) -> a split
+  conv) -> ``K`` conditional steps (actnorm -> 1x1 conv -> affine injector
+  (:class:`~attnflow.layers.AffineInjector`) -> conditional affine coupling
+  (:class:`~attnflow.layers.ConditionalAffineCoupling`), network width ``hidden``) -> a split
   whose diagonal Gaussian prior sees the kept half ``z1`` *and* the LR features (SRFlow's
   ``Split2d`` takes ``z1`` only; the LR features make the prior conditional).
   As in SRFlow, only levels ``l < L - 1`` split, so the paper's 1/1 and 2/8 variants have no split;
@@ -39,40 +36,29 @@ dequantisation (true conditional bits/dim, unlike SRFlow's bits per pixel withou
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..config import ConfigError
-from ..core import Flow, Sequential, UpsampledConcat
-from ..layers import (
-    ActNorm,
-    AffineInjector,
-    ConditionalAffineCoupling,
-    Dequantize,
-    InvConv1x1,
-    ITrans,
-)
-from ..nn import conv2d_on_map
-from ..priors import DiagonalGaussian, Prior, StandardNormal
+from ..core import Flow, Sequential
+from ..layers import ActNorm, Dequantize, InvConv1x1, ITrans
+from ..priors import Prior, StandardNormal
 from .base import check_temperature
 from .multiscale import MultiScaleFlow, build_levels
 from .options import attention_from_config, cond_options
 from .pretrained import read_state_dict
+from .rrdb_encoder import RRDBEncoder, log2_exact
+from .srflow_layers import FactoredAffineInjector, FactoredConditionalAffineCoupling, FactoredDiagonalGaussian
 from .steps import AttentionConfig, make_step
 
 __all__ = [
-    "RRDBEncoder",
     "SRFlow",
     "build_srflow",
     "conditional_step",
     "unconditional_step",
     "COND_DEFAULTS",
-    "REFERENCE_KEYS",
-    "map_pretrained_keys",
     "sr_side_by_side",
 ]
 
@@ -88,225 +74,6 @@ COND_DEFAULTS: dict = {
     "eps": 1.0e-4,  # lower bound of the affine scales
     "pretrained": None,  # a pretrained RRDB to start the encoder from (SRFlow.load_pretrained)
 }
-
-
-# ------------------------------------------------------------------------------------------------
-# RRDB encoder
-# ------------------------------------------------------------------------------------------------
-
-
-class _DenseBlock(nn.Module):
-    """ESRGAN residual dense block: 5 densely connected conv3x3, LeakyReLU(0.2), residual x 0.2."""
-
-    def __init__(self, features: int, growth: int) -> None:
-        super().__init__()
-        self.convs = nn.ModuleList(
-            nn.Conv2d(features + i * growth, growth if i < 4 else features, 3, padding=1)
-            for i in range(5)
-        )
-        for conv in self.convs:  # ESRGAN's init: Kaiming normal scaled by 0.1, zero bias
-            nn.init.kaiming_normal_(conv.weight, a=0, mode="fan_in")
-            conv.weight.data.mul_(0.1)
-            nn.init.zeros_(conv.bias)
-
-    def forward(self, x: Tensor) -> Tensor:
-        feats = [x]
-        for conv in self.convs[:4]:
-            feats.append(F.leaky_relu(conv(torch.cat(feats, dim=1)), 0.2))
-        return x + 0.2 * self.convs[4](torch.cat(feats, dim=1))
-
-
-class _RRDB(nn.Module):
-    """Residual-in-residual dense block: three dense blocks, residual scaled by 0.2."""
-
-    def __init__(self, features: int, growth: int) -> None:
-        super().__init__()
-        self.dense = nn.Sequential(*(_DenseBlock(features, growth) for _ in range(3)))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x + 0.2 * self.dense(x)
-
-
-def _resize_octaves(x: Tensor, octaves: int) -> Tensor:
-    """Scale ``x`` by ``2**octaves``: nearest replication up, average pooling down."""
-    if octaves > 0:
-        return F.interpolate(x, scale_factor=2**octaves, mode="nearest")
-    if octaves < 0:
-        return F.avg_pool2d(x, 2**-octaves)
-    return x
-
-
-class RRDBEncoder(nn.Module):
-    """RRDB encoder of the LR image: one conditioning map per flow level (see the module docstring).
-
-    ``octaves[i]`` is level ``i``'s resolution relative to the LR image as a power of two. Input:
-    the LR image as floats on the ``0..input_range`` scale (uint8 values), ``[B, C, h, w]``.
-    Output: a list of ``[B, out_channels, h * 2^e, w * 2^e]`` maps.
-    """
-
-    def __init__(
-        self,
-        octaves: Sequence[int],
-        *,
-        in_channels: int = 3,
-        features: int = 64,
-        blocks: int = 8,
-        growth: int = 32,
-        taps: Sequence[int] = (1, 3, 5, 7),
-        input_range: float = 255.0,
-    ) -> None:
-        super().__init__()
-        for name, v in (("features", features), ("blocks", blocks), ("growth", growth)):
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"RRDBEncoder: {name} must be a positive int, got {v!r}")
-        taps = [int(t) for t in taps]
-        bad = [t for t in taps if not 0 <= t < blocks]
-        if bad or len(set(taps)) != len(taps):
-            raise ValueError(
-                f"RRDBEncoder: taps must be distinct 0-based block indices below blocks={blocks}, "
-                f"got {taps}"
-            )
-        self.octaves = [int(e) for e in octaves]
-        self.in_channels = in_channels
-        self.features = features
-        self.taps = sorted(taps)
-        self.growth = growth
-        self.input_range = float(input_range)
-        self.conv_first = nn.Conv2d(in_channels, features, 3, padding=1)
-        self.blocks = nn.ModuleList(_RRDB(features, growth) for _ in range(blocks))
-        self.trunk_conv = nn.Conv2d(features, features, 3, padding=1)
-        n_up = max(0, max(self.octaves, default=0))
-        self.upconvs = nn.ModuleList(nn.Conv2d(features, features, 3, padding=1) for _ in range(n_up))
-
-    @property
-    def out_channels(self) -> int:
-        return self.features * (1 + len(self.taps))
-
-    def trunk_features(self, lr: Tensor) -> tuple[dict[int, Tensor], list[Tensor], Tensor]:
-        """``(trunk, tapped, top)``: the trunk features per octave (``0``: the LR features
-        ``last_lr_fea``; ``k >= 1``: the output of upsampling conv ``k``, before its LeakyReLU), the
-        outputs of the tapped blocks, and the activated output of the last upsampling conv (what an
-        SR head reads; the LR features when there is no upsampling conv)."""
-        fea = self.conv_first(lr / self.input_range)
-        tapped = []
-        for i, block in enumerate(self.blocks):
-            fea = block(fea)
-            if i in self.taps:
-                tapped.append(fea)
-        lr_fea = fea + self.trunk_conv(fea)
-        trunk = {0: lr_fea}
-        h = lr_fea
-        for k, conv in enumerate(self.upconvs, 1):
-            # conv3x3 of the nearest-upsampled map, computed at the coarse resolution (same values)
-            trunk[k] = conv2d_on_map(conv, UpsampledConcat(None, h, 2))
-            h = F.leaky_relu(trunk[k], 0.2)
-        return trunk, tapped, h
-
-    def forward(self, lr: Tensor) -> list[Tensor | UpsampledConcat]:
-        """One map per level; above the LR resolution an :class:`~attnflow.core.UpsampledConcat`
-        (the tapped blocks' outputs stay at the LR resolution, so the flow's networks convolve them
-        there), otherwise a tensor."""
-        trunk, tapped, _ = self.trunk_features(lr)
-        lr_fea = trunk[0]
-        stack = torch.cat(tapped, dim=1) if tapped else None
-        maps: list[Tensor | UpsampledConcat] = []
-        for e in self.octaves:
-            fine = trunk[e] if e >= 0 else _resize_octaves(lr_fea, e)
-            if stack is None:
-                maps.append(fine)
-            elif e > 0:
-                maps.append(UpsampledConcat(fine, stack, 2**e))
-            else:
-                maps.append(torch.cat([fine, _resize_octaves(stack, e)], dim=1))
-        return maps
-
-    # --- pretrained weights ---------------------------------------------------------------------
-    def load_pretrained_state(self, state: dict[str, Tensor], source: str) -> list[str]:
-        """Load a pretrained RRDB exactly; returns the names of the SR-head tensors left out.
-
-        ``state`` is either the state dict of an attnflow ``rrdb`` model (``encoder.*`` and the
-        head ``hr_conv.*``, ``conv_last.*``) or one with the reference's RRDBNet names
-        (:data:`REFERENCE_KEYS`; a ``module.`` prefix is removed, as SRFlow does). The SR head
-        (``HRconv``, ``conv_last`` and upsampling convs beyond the ones this encoder has, e.g.
-        ``upconv3`` at 8x, which SRFlow's flow levels never read) is left out by name; every other
-        tensor must match one of the encoder's, and every encoder tensor must be given, with its
-        shape: otherwise a ``ValueError`` names the missing, unexpected and mis-shaped tensors.
-        """
-        mapped, head, unexpected, origin = map_pretrained_keys(state, len(self.upconvs))
-        own = self.state_dict()
-        missing = sorted(set(own) - set(mapped))
-        unexpected = sorted(unexpected + [origin[k] for k in mapped if k not in own])
-        shapes = sorted(
-            f"{k} {tuple(mapped[k].shape)} (encoder: {tuple(own[k].shape)})"
-            for k in set(own) & set(mapped) if tuple(mapped[k].shape) != tuple(own[k].shape)
-        )
-        mapped = {k: v for k, v in mapped.items() if k in own}
-        if missing or unexpected or shapes:
-            size = f"features={self.features}, blocks={len(self.blocks)}, growth={self.growth}, " \
-                   f"{len(self.upconvs)} upsampling conv(s)"
-            parts = [f"{what} {len(names)} ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''})"
-                     for what, names in (("missing", missing), ("unexpected", unexpected),
-                                         ("of another shape", shapes)) if names]
-            raise ValueError(
-                f"{source}: the pretrained RRDB does not fit this encoder ({size}): tensors "
-                + "; ".join(parts)
-            )
-        self.load_state_dict(mapped, strict=True)
-        return head
-
-
-#: the reference's RRDBNet names (andreas128/SRFlow ``RRDBNet_arch.py``, ESRGAN's) -> the encoder's
-REFERENCE_KEYS: dict[str, str] = {
-    "conv_first.{weight,bias}": "conv_first.{weight,bias}",
-    "RRDB_trunk.N.RDBk.convj.{weight,bias}": "blocks.N.dense.(k-1).convs.(j-1).{weight,bias}",
-    "trunk_conv.{weight,bias}": "trunk_conv.{weight,bias}",
-    "upconvu.{weight,bias}": "upconvs.(u-1).{weight,bias}",
-    "HRconv.{weight,bias}": "(SR head; attnflow rrdb: hr_conv)",
-    "conv_last.{weight,bias}": "(SR head; attnflow rrdb: conv_last)",
-}
-
-_REF_BLOCK = re.compile(r"^RRDB_trunk\.(\d+)\.RDB([123])\.conv([1-5])\.(weight|bias)$")
-_REF_UP = re.compile(r"^upconv([1-9]\d*)\.(weight|bias)$")
-_OWN_UP = re.compile(r"^upconvs\.(\d+)\.")
-_HEAD = ("HRconv.", "conv_last.", "hr_conv.")
-
-
-def map_pretrained_keys(
-    state: dict[str, Tensor], upconvs: int
-) -> tuple[dict[str, Tensor], list[str], list[str], dict[str, str]]:
-    """``(encoder state, head names left out, unexpected names, encoder name -> file name)`` of a
-    pretrained RRDB's tensors, in either naming (see :meth:`RRDBEncoder.load_pretrained_state`);
-    ``upconvs`` is the number of upsampling convs of the encoder (the others belong to the SR
-    head). A mapped name need not exist in a given encoder (a deeper RRDB's blocks): the caller
-    compares with its own state dict."""
-    if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
-    ours = any(k.startswith("encoder.") for k in state)
-    mapped: dict[str, Tensor] = {}
-    origin: dict[str, str] = {}
-    head: list[str] = []
-    unexpected: list[str] = []
-    for name, value in state.items():
-        key: str | None = None
-        if ours:
-            if name.startswith("encoder."):
-                key = name[len("encoder."):]
-        elif name.startswith(("conv_first.", "trunk_conv.")):
-            key = name
-        elif m := _REF_BLOCK.match(name):
-            key = f"blocks.{m[1]}.dense.{int(m[2]) - 1}.convs.{int(m[3]) - 1}.{m[4]}"
-        elif m := _REF_UP.match(name):
-            key = f"upconvs.{int(m[1]) - 1}.{m[2]}"
-        up = _OWN_UP.match(key) if key is not None else None
-        if up is not None and int(up[1]) >= upconvs:  # an upsampling conv only the SR head reads
-            head.append(name)
-        elif key is not None:
-            mapped[key], origin[key] = value, name
-        elif name.startswith(_HEAD):
-            head.append(name)
-        else:
-            unexpected.append(name)
-    return mapped, sorted(head), sorted(unexpected), origin
 
 
 # ------------------------------------------------------------------------------------------------
@@ -329,13 +96,14 @@ def conditional_step(
     position: str = "pos3",
 ) -> Sequential:
     """actnorm -> 1x1 conv -> affine injector(cond) -> conditional affine coupling(cond), with
-    ``attention`` (if any) inserted at ``position``."""
+    ``attention`` (if any) inserted at ``position``. The injector and coupling take the encoder's
+    factored maps (:mod:`attnflow.models.srflow_layers`)."""
     return make_step(
         ActNorm(channels),
         InvConv1x1(channels),
         [
-            AffineInjector(channels, cond_channels, hidden=hidden, eps=eps),
-            ConditionalAffineCoupling(channels, cond_channels, hidden=hidden, eps=eps),
+            FactoredAffineInjector(channels, cond_channels, hidden=hidden, eps=eps),
+            FactoredConditionalAffineCoupling(channels, cond_channels, hidden=hidden, eps=eps),
         ],
         attention,
         position,
@@ -345,12 +113,6 @@ def conditional_step(
 # ------------------------------------------------------------------------------------------------
 # model
 # ------------------------------------------------------------------------------------------------
-
-
-def _log2_exact(scale: int) -> int:
-    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 2 or scale & (scale - 1):
-        raise ValueError(f"SRFlow: scale must be a power of two >= 2 (2, 4, 8, 16, ...), got {scale!r}")
-    return scale.bit_length() - 1
 
 
 class SRFlow(MultiScaleFlow):
@@ -393,7 +155,7 @@ class SRFlow(MultiScaleFlow):
         n_bins: int = 256,
         pretrained: str | None = None,
     ) -> None:
-        log2_scale = _log2_exact(scale)
+        log2_scale = log2_exact(scale, "SRFlow")
         if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
             raise ValueError(f"SRFlow: levels must be a positive int, got {levels!r}")
         ks = [steps] * levels if isinstance(steps, int) else [int(k) for k in steps]
@@ -434,10 +196,10 @@ class SRFlow(MultiScaleFlow):
 
         def prior(level: int, channels: int, context: int) -> Prior:
             if context:  # a split: z2 given z1 and the LR features
-                return DiagonalGaussian(channels, context_channels=context, cond_channels=cc)
+                return FactoredDiagonalGaussian(channels, context_channels=context, cond_channels=cc)
             if top_prior == "standard":
                 return StandardNormal()
-            return DiagonalGaussian(channels, cond_channels=cc)
+            return FactoredDiagonalGaussian(channels, cond_channels=cc)
 
         # SRFlow splits at 1-based levels l < L - 1
         built, top = build_levels(
@@ -466,9 +228,9 @@ class SRFlow(MultiScaleFlow):
 
         The file is an attnflow checkpoint of the ``rrdb`` backbone (its ``encoder.*`` tensors;
         ``hr_conv``/``conv_last`` are its SR head) or a plain state dict with the reference's RRDBNet
-        names (:data:`REFERENCE_KEYS`), as SRFlow's ``path.pretrain_model_G`` loads into its
-        ``RRDB`` submodule with ``strict_load``. A checkpoint of another backbone, or of an
-        ``rrdb`` model of another scale, is an error."""
+        names (:data:`~attnflow.models.srflow_weights.REFERENCE_KEYS`), as SRFlow's
+        ``path.pretrain_model_G`` loads into its ``RRDB`` submodule with ``strict_load``. A
+        checkpoint of another backbone, or of an ``rrdb`` model of another scale, is an error."""
         if not self.pretrained:
             return []
         what = "model.cond.pretrained"
@@ -488,7 +250,7 @@ class SRFlow(MultiScaleFlow):
         try:
             self.conditioner.load_pretrained_state(state, f"{what}: {self.pretrained}")
         except ValueError as err:
-            raise ConfigError(str(err)) from None
+            raise ConfigError(str(err)) from err
         return [self.pretrained]
 
     # --- geometry and checks --------------------------------------------------------------------
@@ -643,4 +405,4 @@ def build_srflow(m: dict) -> SRFlow:
     except ConfigError:
         raise
     except ValueError as err:
-        raise ConfigError(f"model (srflow): {err}") from None
+        raise ConfigError(f"model (srflow): {err}") from err

@@ -35,7 +35,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..core import dense_map
 from ..nn import soft_clamp, tanh_by_sigmoid
 from .gaussian import Prior, gaussian_log_prob
 
@@ -219,7 +218,7 @@ class ChannelARPrior(Prior):
         ``In([z_{t-1}, e]) = W_z * z_{t-1} + W_e * e + b`` exactly (zero padding)."""
         if self.embed is None:
             return self.conv_in.bias.view(1, -1, 1, 1)
-        parts = [dense_map(t) for t in (context, cond) if t is not None]
+        parts = [t for t in (context, cond) if t is not None]
         e = self.embed(parts[0] if len(parts) == 1 else torch.cat(parts, dim=1))
         return F.conv2d(e, self.conv_in.weight[:, 1:], self.conv_in.bias, padding=self.conv_in.padding)
 

@@ -15,7 +15,6 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ..core import dense_map
 from ..nn import ZeroConv2d, interleaved_halves, soft_clamp
 
 __all__ = ["Prior", "StandardNormal", "DiagonalGaussian", "gaussian_log_prob"]
@@ -98,7 +97,7 @@ class DiagonalGaussian(Prior):
                     raise ValueError(
                         f"DiagonalGaussian: expected {name} [B, {ch}, H, W], got {got}"
                     )
-                parts.append(dense_map(t))
+                parts.append(t)
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
     def params(

@@ -106,7 +106,7 @@ def test_random_mask_seed_survives_state_dict():
 def test_mixture_inverse_float32_within_1e6_of_the_true_root(spread):
     """The float32 solve lands within 1e-6 (relative to max(1, |x|)) of the exact root of the same
     float32 equation, found in float64; ill-conditioned flat mixtures included."""
-    from attnflow.layers.coupling import mixture_logistic_inverse, mixture_logistic_logcdf
+    from attnflow.layers.mixture_logistic import mixture_logistic_inverse, mixture_logistic_logcdf
 
     gen = torch.Generator().manual_seed(0)
     shape, k = (16, 4, 8, 8), 32
@@ -216,7 +216,7 @@ def _mixture(shape, k, seed=0, dtype=torch.float64, spread=2.0):
 def test_mixture_inverse_of_extreme_targets_is_solved_in_log_space(dtype):
     """Targets whose F or 1 - F underflows in probability space (|logit| up to 110 in float32, 760 in
     float64) are still solved: the float64 log-space residual at the root is rounding-small."""
-    from attnflow.layers.coupling import mixture_logistic_inverse, mixture_logistic_logcdf
+    from attnflow.layers.mixture_logistic import mixture_logistic_inverse, mixture_logistic_logcdf
 
     log_pi, mu, log_s = _mixture((3, 8), 6, dtype=dtype)
     big = 760.0 if dtype == torch.float64 else 110.0
@@ -232,7 +232,7 @@ def test_mixture_inverse_of_extreme_targets_is_solved_in_log_space(dtype):
 def test_mixture_inverse_with_the_components_on_another_axis_and_its_gradient():
     """``dim=1`` (the coupling's ``[B, K, C, H, W]``) gives the same root as the last axis, and the
     implicit-function gradient matches finite differences of the solve."""
-    from attnflow.layers.coupling import mixture_logistic_inverse, mixture_logistic_logcdf
+    from attnflow.layers.mixture_logistic import mixture_logistic_inverse, mixture_logistic_logcdf
 
     log_pi, mu, log_s = _mixture((2, 3, 4), 5)
     x = torch.randn(2, 3, 4, dtype=torch.float64)
@@ -256,7 +256,7 @@ def test_mixture_sums_in_pieces_are_bitwise_those_of_one_call(monkeypatch, dtype
     in pieces along the batch, bitwise equal to the single-call results, with the components on
     axis 1 as in the coupling and the parameters views of one network output; with gradients the
     log-CDF is one call."""
-    import attnflow.layers.coupling as coupling
+    import attnflow.layers.mixture_logistic as mixture
 
     gen = torch.Generator().manual_seed(3)
     b, k, shape = 5, 7, (3, 4, 4)
@@ -270,21 +270,21 @@ def test_mixture_sums_in_pieces_are_bitwise_those_of_one_call(monkeypatch, dtype
         raw_pi, mu, log_s = h.split(k, dim=1)
         log_pi = torch.log_softmax(raw_pi, dim=1)
         xg = x.clone().requires_grad_()
-        log_cdf, log_sf, log_pdf = coupling.mixture_logistic_logcdf(xg, log_pi, mu, log_s, dim=1)
+        log_cdf, log_sf, log_pdf = mixture.mixture_logistic_logcdf(xg, log_pi, mu, log_s, dim=1)
         ((log_cdf - log_sf + log_pdf) * grad).sum().backward()
         with torch.no_grad():
-            root = coupling.mixture_logistic_inverse(log_cdf - log_sf, log_pi, mu, log_s, dim=1)
-            no_grad = coupling.mixture_logistic_logcdf(x, log_pi, mu, log_s, dim=1)
+            root = mixture.mixture_logistic_inverse(log_cdf - log_sf, log_pi, mu, log_s, dim=1)
+            no_grad = mixture.mixture_logistic_logcdf(x, log_pi, mu, log_s, dim=1)
         return [log_cdf, log_sf, log_pdf, xg.grad, h.grad, root, *no_grad]
 
     calls = []
     for name in ("_log_terms", "_mixture_sums"):
-        real = getattr(coupling, name)
-        monkeypatch.setattr(coupling, name, lambda *a, _f=real, _n=name: calls.append(_n) or _f(*a))
+        real = getattr(mixture, name)
+        monkeypatch.setattr(mixture, name, lambda *a, _f=real, _n=name: calls.append(_n) or _f(*a))
     whole = run()
     assert calls.count("_log_terms") == 2  # the default piece holds this whole batch
     calls.clear()
-    monkeypatch.setattr(coupling, "_PIECE_BYTES", 1)  # one batch row per piece
+    monkeypatch.setattr(mixture, "_PIECE_BYTES", 1)  # one batch row per piece
     pieces = run()
     assert calls.count("_log_terms") == 1 + b and calls.count("_mixture_sums") >= b
     for a, c in zip(whole, pieces):

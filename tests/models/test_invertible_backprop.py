@@ -10,7 +10,8 @@ import torch
 from conftest import TINY_MODELS
 
 from attnflow.config import DEFAULTS, ConfigError, apply_overrides, load_preset, merge
-from attnflow.core import invertible_forward, zeros_logdet
+from attnflow.core import zeros_logdet
+from attnflow.invertible_backprop import invertible_forward
 from attnflow.layers import ConditionalAffineCoupling, InvConv1x1, MixtureLogisticCoupling
 from attnflow.models import build_model
 from attnflow.testing import perturb_parameters
@@ -87,11 +88,11 @@ def test_float32_head_major_attention_recomputes_in_backward(monkeypatch):
     """A float32 mARFlow whose 6x6 coupling maps (32 images, 2 heads) take the CPU's head-major
     attention: invertible backprop re-runs it inside backward and gets the ordinary gradients to
     float32 rounding."""
-    import attnflow.nn as attn_nn
+    import attnflow.nn.flowpp as flowpp
 
     calls = []
-    real = attn_nn.head_major_attention
-    monkeypatch.setattr(attn_nn, "head_major_attention", lambda *a: calls.append(a[0].shape) or real(*a))
+    real = flowpp.head_major_attention
+    monkeypatch.setattr(flowpp, "head_major_attention", lambda *a: calls.append(a[0].shape) or real(*a))
     torch.manual_seed(0)
     config = merge(DEFAULTS, {"model": {"backbone": "marflow", **TINY["marflow"], "image_shape": [1, 12, 12]}})
     model = build_model(config)

@@ -96,6 +96,7 @@ def test_sampling_and_decoding_skip_only_the_discarded_mixture_logdet(monkeypatc
     inverse then skips its log-det pass (a second evaluation of all components) and returns zeros;
     its output, the samples and the decoded images are bitwise those with the log-det computed."""
     import attnflow.layers.coupling as coupling
+    import attnflow.layers.mixture_logistic as mixture
     from attnflow.core import logdet_wanted, no_logdet
     from attnflow.layers import MixtureLogisticCoupling
 
@@ -116,8 +117,10 @@ def test_sampling_and_decoding_skip_only_the_discarded_mixture_logdet(monkeypatc
     assert torch.equal(out_skipped, out) and torch.equal(zero, torch.zeros_like(logdet))
 
     calls = []
-    real = coupling.mixture_logistic_logcdf
-    monkeypatch.setattr(coupling, "mixture_logistic_logcdf", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = mixture.mixture_logistic_logcdf
+    counted = lambda *a, **k: calls.append(1) or real(*a, **k)
+    for module in (coupling, mixture):  # the layer's own calls and the inverse's
+        monkeypatch.setattr(module, "mixture_logistic_logcdf", counted)
     torch.manual_seed(5)
     skipped = model.sample(3, temperature=0.7)
     latents, _ = model.encode(x)

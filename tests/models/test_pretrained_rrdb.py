@@ -12,7 +12,8 @@ from conftest import assert_same_checkpoints, interrupt_after_step
 
 from attnflow.config import DEFAULTS, ConfigError, apply_overrides, load_preset, merge
 from attnflow.models import RRDBNet, SRFlow, TrainableModel, build_model
-from attnflow.models.srflow import RRDBEncoder, map_pretrained_keys
+from attnflow.models.rrdb_encoder import RRDBEncoder
+from attnflow.models.srflow_weights import map_pretrained_keys
 from attnflow.training import TrainingInterrupted, train
 from attnflow.training.checkpoint import load_checkpoint, save_checkpoint
 

@@ -11,12 +11,15 @@ import pytest
 import torch
 
 from attnflow.config import ConfigError, list_presets, load_preset
-from attnflow.core import UpsampledConcat, dense_map, initialize_data_dependent
+from attnflow.core import initialize_data_dependent
 from attnflow.evaluation.super_resolution import bicubic_upscale, evaluate_bicubic
 from attnflow.layers import InvConv1x1, ITrans
 from attnflow.models import build_model, dequantization_noise
-from attnflow.models.srflow import RRDBEncoder, SRFlow, conditional_step
+from attnflow.models.rrdb_encoder import RRDBEncoder
+from attnflow.models.srflow import SRFlow, conditional_step
+from attnflow.models.srflow_layers import FactoredGlowNet
 from attnflow.models.steps import AttentionConfig
+from attnflow.models.upsampled_concat import UpsampledConcat, dense_map
 from attnflow.nn import GlowNet
 from attnflow.testing import check_flow, check_model, perturb_parameters, train_steps
 
@@ -416,7 +419,8 @@ def test_factored_conditions_give_the_dense_result(monkeypatch):
         return loss.detach(), grads, sample
 
     loss_f, grads_f, sample_f = run()
-    monkeypatch.setattr(GlowNet, "takes_upsampled_concat", False)  # every network sees dense maps
+    # every network sees dense maps: the generic GlowNet's convolution on the built-out map
+    monkeypatch.setattr(FactoredGlowNet, "first_conv", lambda net, x, w, b: GlowNet.first_conv(net, dense_map(x), w, b))
     loss_d, grads_d, sample_d = run()
     torch.testing.assert_close(loss_f, loss_d, rtol=1e-12, atol=0)
     for a, b in zip(grads_d, grads_f):
