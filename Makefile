@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 install: $(STAMP)
 
-# torch first, explicitly (CPU wheel on this machine), so nothing pulls a multi-GB CUDA build.
+# torch first, explicitly (override TORCH= for another build), so nothing pulls an unwanted multi-GB CUDA build.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet "$(TORCH)"
@@ -27,7 +27,9 @@ lint: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/attnflow demo
 
+# The demo preset's training and sampling speed per attention kind, then the attention layers alone.
 bench: $(STAMP)
+	$(VENV)/bin/attnflow bench --preset mnist
 	$(PY) benchmarks/layers.py
 
 clean:

@@ -26,7 +26,6 @@ __all__ = [
     "temperature_label",
     "save_image",
     "to_uint8_hwc",
-    "load_image",
     "label_colors",
     "CITYSCAPES_COLORS",
     "SYNTHETIC_PALETTE",
@@ -156,19 +155,6 @@ def temperature_label(t: float) -> str:
         if float(text) == t:
             return text
     return repr(t)
-
-
-def load_image(path: str | Path, channels: int = 3) -> Tensor:
-    """An image file as uint8 ``[C, H, W]`` (RGB or grey); a clear error if it cannot be read."""
-    path = Path(path)
-    try:
-        with Image.open(path) as im:
-            im = im.convert("RGB" if channels == 3 else "L")
-            arr = np.asarray(im, dtype=np.uint8)
-    except (OSError, ValueError) as err:
-        raise ValueError(f"cannot read image {path}: {err}") from None
-    t = torch.from_numpy(arr.copy())
-    return t.permute(2, 0, 1) if t.dim() == 3 else t.unsqueeze(0)
 
 
 #: Cityscapes label id (0..33) -> colour, from cityscapesScripts ``labels.py`` (for pictures only).

@@ -21,8 +21,8 @@ Configurations (``--configs``; ``--batch`` overrides their batch sizes):
 
 Data is random (the model's ``example_batch`` / the old ``bench_config``'s random batch of the
 training shape), so no data set is needed. One measurement is one call of the side's own
-``bench_config`` (``attnflow.training.bench`` now, ``attnflow.bench`` in older commits such as
-``aa4ee21``) with one timed training step (forward, backward, clipping, Adamax step) after
+``bench_config`` (``attnflow.experiments.bench`` now, ``attnflow.training.bench`` in commits such as
+``1262b44``, ``attnflow.bench`` in older ones such as ``aa4ee21``) with one timed training step (forward, backward, clipping, Adamax step) after
 ``--warmup`` untimed ones, and one timed sampling batch after one untimed. The rounds are
 interleaved round-robin: for every round and configuration, ours then theirs; the table shows the
 median per side over ``--repeats`` rounds, the ratio ours / theirs of those medians (below 1: ours
@@ -74,12 +74,19 @@ CONFIGS = {
 
 
 def _bench_function():
-    """The side's ``bench_config``: the current layout first, then the old flat one."""
-    try:
-        from attnflow.training.bench import bench_config
-    except ImportError:
-        from attnflow.bench import bench_config
-    return bench_config
+    """The side's ``bench_config``: the current layout first, then the older ones. A module counts
+    only if its file is in this side's tree: an editable install of the other tree would otherwise
+    supply the modules this tree lacks."""
+    import importlib
+
+    import attnflow
+
+    tree = Path(attnflow.__file__).resolve().parent
+    for module, path in (("attnflow.experiments.bench", "experiments/bench.py"),
+                         ("attnflow.training.bench", "training/bench.py"), ("attnflow.bench", "bench.py")):
+        if (tree / path).is_file():
+            return importlib.import_module(module).bench_config
+    raise ImportError(f"{tree} has no experiments/bench.py, training/bench.py or bench.py")
 
 
 def _load_config(preset: str, overrides: Sequence[str]) -> dict:

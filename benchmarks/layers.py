@@ -12,16 +12,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
+from attnflow.experiments.timing import time_rounds
 from attnflow.layers import AffineCoupling, IMap, ITrans
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from arprior import _timer_rounds  # noqa: E402  (interleaved rounds)
 
 
 def fwd_bwd(layer: torch.nn.Module, x: torch.Tensor) -> Callable[[], None]:
@@ -56,8 +52,8 @@ def main() -> None:
     }
     for layer in layers.values():
         layer.to(device)
-    times = _timer_rounds({name: fwd_bwd(layer, x) for name, layer in layers.items()}, device,
-                          args.warmup, args.repeats)
+    times = time_rounds({name: fwd_bwd(layer, x) for name, layer in layers.items()}, device,
+                        warmup=args.warmup, repeats=args.repeats)
     base = times[next(iter(layers))]
     threads = torch.get_num_threads() if device.type == "cpu" else "-"
     print(f"input {tuple(x.shape)} float32 on {device} ({threads} threads), median of {args.repeats} "

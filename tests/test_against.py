@@ -1,6 +1,7 @@
 """``benchmarks/against.py`` keeps working: its worker logic, the temporary worktree, the round-robin
 and the table, on a tiny config for one round against HEAD itself (no command line)."""
 
+import contextlib
 import shutil
 import subprocess
 from pathlib import Path
@@ -27,9 +28,17 @@ def _in_git_checkout() -> bool:
 
 
 @pytest.mark.skipif(not _in_git_checkout(), reason="needs git and a checkout of the repository")
-def test_against_head_on_a_tiny_config():
+def test_against_head_on_a_tiny_config(monkeypatch):
     against = _against()
-    before = subprocess.run(["git", "worktree", "list"], cwd=ROOT, capture_output=True, text=True).stdout
+    created, checkout = [], against.checkout
+
+    @contextlib.contextmanager
+    def remembered(commit, repo):
+        with checkout(commit, repo) as (folder, sha):
+            created.append(folder)
+            yield folder, sha
+
+    monkeypatch.setattr(against, "checkout", remembered)
     lines = []
     result = against.compare(
         [against.Config("tiny", "mnist", 2, TINY)], base="HEAD", repeats=1, warmup=0, threads=1,
@@ -48,7 +57,8 @@ def test_against_head_on_a_tiny_config():
     assert table.splitlines()[0].count("per round") == 2
     assert f"| {row['train_ratio']:.3f} ({row['train_ratio']:.3f}-{row['train_ratio']:.3f}) |" in table
     after = subprocess.run(["git", "worktree", "list"], cwd=ROOT, capture_output=True, text=True).stdout
-    assert after == before  # the temporary worktree is gone
+    (folder,) = created
+    assert str(folder) not in after and not folder.exists()  # the temporary worktree is gone
 
 
 def test_the_worker_measures_in_this_process():

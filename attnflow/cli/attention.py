@@ -11,8 +11,8 @@ __all__ = ["add_parser"]
 
 def cmd_attention(args: argparse.Namespace) -> int:
     from ..data import evaluation_data_config
-    from ..training.attention_maps import write_attention_maps
-    from ..training.checkpoint import load_checkpoint
+    from ..experiments.attention_maps import write_attention_maps
+    from ..training import load_checkpoint
 
     data = None
     if args.data or args.data_dir:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import math
 import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from ..jsonio import json_safe, json_text  # re-exported: the commands print JSON through them
 
 __all__ = [
     "add_config_args",
@@ -50,8 +51,8 @@ def temperature(value: str) -> float:
     """argparse type: a finite sampling temperature >= 0."""
     try:
         t = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value!r}") from None
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value!r}") from err
     if not math.isfinite(t) or t < 0:
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {value!r}")
     return t
@@ -61,8 +62,8 @@ def positive_int(value: str) -> int:
     """argparse type: an int >= 1."""
     try:
         n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from err
     if n < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value!r}")
     return n
@@ -117,7 +118,7 @@ def device(value: str) -> str:
     try:
         return check_device(value, "")
     except ConfigError as err:
-        raise argparse.ArgumentTypeError(str(err).strip()) from None
+        raise argparse.ArgumentTypeError(str(err).strip()) from err
 
 
 def add_device_arg(p: argparse.ArgumentParser) -> None:
@@ -290,25 +291,6 @@ def load_task_model(checkpoint: str, device: Any, task: str, command: str):
             f"({task.replace('_', '-')}) checkpoint; use `{_COMMAND_FOR_TASK[model.task]}`"
         )
     return model, config, state
-
-
-def json_safe(obj: Any) -> Any:
-    """``obj`` with NaN / infinite numbers replaced by None (JSON has no NaN or Infinity)."""
-    import numbers
-
-    if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, numbers.Real) and not isinstance(obj, numbers.Integral):
-        value = float(obj)
-        return value if math.isfinite(value) else None
-    return obj
-
-
-def json_text(obj: Any) -> str:
-    """Valid JSON (NaN and Infinity become null; other non-JSON values their ``str``)."""
-    return json.dumps(json_safe(obj), indent=2, default=str, allow_nan=False)
 
 
 def print_json(obj: Any) -> None:

@@ -12,7 +12,7 @@ __all__ = ["add_parser"]
 
 
 def _variants(args: argparse.Namespace):
-    from ..training.compare import AXES, cross_variants, parse_variant
+    from ..experiments.compare import AXES, cross_variants, parse_variant
 
     axes = [(AXES[name], values) for name, values in (
         ("attention", args.attentions), ("mask", args.masks), ("position", args.positions),
@@ -30,7 +30,7 @@ def _variants(args: argparse.Namespace):
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from ..training.compare import compare
+    from ..experiments.compare import compare
 
     config = resolve(args)
     out = Path(args.out or Path("runs") / f"compare-{config.get('name', 'run')}")

@@ -111,7 +111,7 @@ def test_ssim_gaussian_matches_skimage_and_torchmetrics(device):
     for a, b in _image_pairs():
         ta, tb = _nchw(a, device), _nchw(b, device)
         got = ssim(ta, tb)
-        assert got.shape == (a.shape[0],) and got.dtype == torch.float64
+        assert got.shape == (a.shape[0],) and got.dtype == torch.float64 and got.device.type == device.type
         want = [
             skm.structural_similarity(
                 x, y, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255, channel_axis=-1
@@ -132,6 +132,16 @@ def test_ssim_uniform_matches_skimage_defaults_used_by_srflow():
         got = ssim(_nchw(a, "cpu"), _nchw(b, "cpu"), window="uniform")
         want = [skm.structural_similarity(x, y, channel_axis=-1) for x, y in zip(a, b)]
         np.testing.assert_allclose(got.numpy(), want, rtol=1e-10, atol=1e-12)
+
+
+def test_ssim_of_flat_images_by_hand():
+    # No variance: only the luminance term is left, (2 mu_x mu_y + C1) / (mu_x^2 + mu_y^2 + C1) with
+    # C1 = (0.01 * 255)^2, whatever the window.
+    a, b = torch.full((1, 3, 16, 16), 100, dtype=torch.uint8), torch.full((1, 3, 16, 16), 110, dtype=torch.uint8)
+    c1 = (0.01 * 255) ** 2
+    want = (2 * 100 * 110 + c1) / (100**2 + 110**2 + c1)
+    for window in ("gaussian", "uniform"):
+        assert float(ssim(a, b, window=window)) == pytest.approx(want, rel=1e-12)
 
 
 def test_ssim_identical_is_one_and_errors():

@@ -18,7 +18,7 @@ from torch.utils.data import default_collate
 
 from ..data import dataset_from_config
 from ..models import attention_layers, attention_maps, summarize_attention
-from .checkpoint import load_model
+from ..training import load_model
 
 __all__ = ["write_attention_maps"]
 

@@ -3,16 +3,19 @@ interval, the table, resume without retraining."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import warnings
 
 import pytest
 import torch
 
 from attnflow.config import apply_overrides, load_preset
-from attnflow.training import compare as compare_module
-from attnflow.training import loop, train
-from attnflow.training.compare import compare, cross_variants, paired_difference, parse_variant
+from attnflow.experiments.compare import compare, cross_variants, paired_difference, parse_variant
+from attnflow.experiments.compare import runs as runs_module
+from attnflow.models import TrainableModel
+from attnflow.training import train
 
 TINY = [
     "model.levels=1", "model.hidden=4", "model.blocks=1", "model.components=2", "model.prior_hidden=4",
@@ -20,7 +23,6 @@ TINY = [
     "train.eval_max_batches=1", "train.n_samples=2", "train.sample_temperatures=[0.7]",
     "train.log_every=1", "train.warmup_steps=1", "train.eval_every=2", "train.steps=2",
 ]
-_BUILD = loop.build_model
 T_975_DF1 = 12.706204736174698  # Student's t, 0.975 quantile, 1 degree of freedom (tables)
 
 
@@ -36,6 +38,9 @@ def test_paired_difference_by_hand():
     assert d["mean"] == pytest.approx(mean) and d["sd"] == pytest.approx(sd)
     assert d["ci"] == pytest.approx([mean - half, mean + half])
     assert paired_difference([1.0], [0.5]) == {"mean": 0.5, "sd": None, "ci": None, "n": 1}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # equal differences: an exact interval of width 0, no warning
+        assert paired_difference([2.0, 3.0], [1.0, 2.0]) == {"mean": 1.0, "sd": 0.0, "ci": [1.0, 1.0], "n": 2}
 
 
 def test_variant_names_and_parsing():
@@ -52,30 +57,28 @@ def test_variant_names_and_parsing():
         parse_variant("no-equals")
 
 
-def _record_training_inputs(monkeypatch) -> list:
-    """Patch the loop's build_model: every training forward records the global RNG state (the
-    dequantisation noise it is about to draw) and the batch."""
+@contextlib.contextmanager
+def _training_inputs():
+    """Every training forward of a model records the global RNG state (the dequantisation noise it
+    is about to draw) and the batch."""
     seen: list = []
 
-    def build(config):
-        model = _BUILD(config)
+    def hook(module, args):
+        if isinstance(module, TrainableModel) and module.training:
+            seen.append((torch.get_rng_state().clone(), args[0].clone()))
 
-        def hook(module, args):
-            if module.training:
-                seen.append((torch.get_rng_state().clone(), args[0].clone()))
-
-        model.register_forward_pre_hook(hook)
-        return model
-
-    monkeypatch.setattr(loop, "build_model", build)
-    return seen
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(hook)
+    try:
+        yield seen
+    finally:
+        handle.remove()
 
 
-def test_noise_and_data_do_not_depend_on_the_attention_kind(tmp_path, monkeypatch):
+def test_noise_and_data_do_not_depend_on_the_attention_kind(tmp_path):
     runs = {}
     for kind in ("none", "imap", "itrans"):
-        seen = _record_training_inputs(monkeypatch)
-        train(tiny(f"model.attention={kind}", "model.patches=4"), tmp_path / kind, progress=False)
+        with _training_inputs() as seen:
+            train(tiny(f"model.attention={kind}", "model.patches=4"), tmp_path / kind, progress=False)
         runs[kind] = seen
     none = runs["none"]
     assert len(none) == 2
@@ -83,8 +86,8 @@ def test_noise_and_data_do_not_depend_on_the_attention_kind(tmp_path, monkeypatc
         for (rng_a, batch_a), (rng_b, batch_b) in zip(none, runs[kind], strict=True):
             assert torch.equal(batch_a, batch_b) and torch.equal(rng_a, rng_b), kind
     # another seed: another data order and noise
-    seen = _record_training_inputs(monkeypatch)
-    train(tiny("model.attention=none", "train.seed=1"), tmp_path / "seed1", progress=False)
+    with _training_inputs() as seen:
+        train(tiny("model.attention=none", "train.seed=1"), tmp_path / "seed1", progress=False)
     assert not torch.equal(seen[0][0], none[0][0]) and not torch.equal(seen[0][1], none[0][1])
 
 
@@ -125,7 +128,7 @@ def test_compare_two_variants_two_seeds(tmp_path, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run was trained again")
 
-    monkeypatch.setattr(compare_module, "train", no_training)
+    monkeypatch.setattr(runs_module, "train", no_training)
     compare(tiny(), tmp_path, variants=variants, baseline="imap", seeds=2, progress=False)
     assert (tmp_path / "comparison.md").read_text() == table
 
