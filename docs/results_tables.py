@@ -13,7 +13,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from attnflow.training.compare import paired_difference
+from attnflow.experiments.compare import paired_difference
 
 TABLES = {
     "Attention (the paper's claim: both lower bits/dim)": ("none", ["none", "imap", "itrans"]),

@@ -77,11 +77,11 @@ class SafeCifarUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         try:
             return self._allowed[(module, name)]
-        except KeyError:
+        except KeyError as err:
             raise DataError(
                 f"CIFAR-10 batch {self._path}: refusing to unpickle global {module}.{name}; a "
                 f"CIFAR-10 python batch only contains numpy arrays, lists and bytes"
-            ) from None
+            ) from err
 
     def persistent_load(self, pid: Any) -> Any:
         raise DataError(f"CIFAR-10 batch {self._path}: unexpected persistent id in pickle")

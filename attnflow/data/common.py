@@ -207,8 +207,8 @@ def resize_image(img: Image.Image, size: tuple[int, int], resample: str = "bicub
         return img.copy()
     try:
         method = _RESAMPLE[resample]
-    except KeyError:
-        raise ValueError(f"unknown resample {resample!r}; valid: {sorted(_RESAMPLE)}") from None
+    except KeyError as err:
+        raise ValueError(f"unknown resample {resample!r}; valid: {sorted(_RESAMPLE)}") from err
     return img.resize((w, h), method)
 
 
