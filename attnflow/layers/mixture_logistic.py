@@ -37,11 +37,7 @@ def mixture_logistic_logcdf(
     logsumexp, so they stay finite where ``F`` rounds to 0 or 1. The coupling keeps the components
     on axis 1 of ``[B, K, C, H, W]``, the layout its network produces: no transposed copy.
     """
-    d = _component_dim(dim, log_pi)
-    tensors = (x, log_pi, mu, log_s)
-    if torch.is_grad_enabled() and any(v.requires_grad for v in tensors):
-        return _log_terms(*tensors, d)  # with gradients: one call (pieces did not pay there)
-    return _in_pieces(_log_terms, tensors, d)
+    return _log_terms(x, log_pi, mu, log_s, _component_dim(dim, log_pi))
 
 
 def _log_terms(x: Tensor, log_pi: Tensor, mu: Tensor, log_s: Tensor, d: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -53,36 +49,6 @@ def _log_terms(x: Tensor, log_pi: Tensor, mu: Tensor, log_s: Tensor, d: int) -> 
     log_sf = torch.logsumexp(log_pi + log_sig_neg, dim=d)
     log_pdf = torch.logsumexp(log_pi + log_sig_pos + log_sig_neg - log_s, dim=d)
     return log_cdf, log_sf, log_pdf
-
-
-_PIECE_BYTES = 1 << 19  # per component-sized tensor of one piece (see _in_pieces)
-
-
-def _in_pieces(fn, tensors: tuple[Tensor, ...], d: int) -> tuple[Tensor, ...]:
-    """``fn(*tensors, d)`` computed in pieces along the first axis and concatenated.
-
-    ``tensors`` are ``x`` (the shape without the components) and then the mixture's parameters
-    (components on axis ``d < 0``). Each element-wise pass of ``fn`` then reads and writes
-    tensors of about ``_PIECE_BYTES`` that stay in cache, instead of streaming full-size ones
-    through memory (the bracket, the iterations' residual and the float64 polish all run in
-    pieces). The result is bitwise the one of a single call (every sum runs over the components,
-    within one row). One piece when the first axis is the components' or is broadcast.
-    """
-    x, params = tensors[0], tensors[1:]
-    ref = params[0]
-    n = x.shape[0] if x.dim() else 0
-    if (
-        ref.dim() + d <= 0
-        or x.dim() + 1 != ref.dim()
-        or any(v.dim() != ref.dim() or v.shape[0] != n for v in params)
-    ):
-        return fn(*tensors, d)
-    row_bytes = max(1, ref[0].numel() * ref.element_size())
-    piece = max(1, _PIECE_BYTES // row_bytes)
-    if piece >= n:
-        return fn(*tensors, d)
-    parts = [fn(*rows, d) for rows in zip(*(v.split(piece) for v in tensors))]
-    return tuple(torch.cat(p) for p in zip(*parts))
 
 
 def mixture_logistic_inverse(
@@ -157,7 +123,7 @@ def _logit_residual(
     neither is the difference of nearly equal numbers), ``f = sum_k (pi_k / s_k) sigmoid(z_k)
     sigmoid(-z_k)``, and ``d logit F / dx = f / (F (1 - F))``; the components are on axis ``d``.
     """
-    return _residual(*_in_pieces(_mixture_sums, (x, offset, inv_s, pi, pi_inv_s), d), t)
+    return _residual(*_mixture_sums(x, offset, inv_s, pi, pi_inv_s, d), t)
 
 
 def _residual(cdf: Tensor, sf: Tensor, pdf: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
@@ -189,8 +155,7 @@ def _bracket(t: Tensor, pi: Tensor, mu: Tensor, log_s: Tensor, d: int) -> tuple[
 def _float64_sums(
     x: Tensor, log_pi: Tensor, mu: Tensor, log_s: Tensor, d: int
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """:func:`_mixture_sums` in float64 at float64 ``x`` from low-precision raw parameters: the
-    float64 parameters exist only piece by piece (see :func:`_in_pieces`)."""
+    """:func:`_mixture_sums` in float64 at float64 ``x`` from low-precision raw parameters."""
     f64 = torch.float64
     inv_s = log_s.to(f64).neg_().exp_()
     pi = log_pi.to(f64).exp_()
@@ -244,7 +209,7 @@ def _solve_probability_space(
     inv_s = torch.neg(log_s).exp_()  # in place where it is exact: fewer full-size buffers
     offset = torch.mul(mu, inv_s).neg_()
     pi_inv_s = pi * inv_s
-    lo, hi, x = _in_pieces(_bracket, (t, pi, mu, log_s), d)
+    lo, hi, x = _bracket(t, pi, mu, log_s, d)
     lo0, hi0 = lo, hi
     low = x.dtype in (torch.float16, torch.bfloat16, torch.float32)
     # A low-precision solve is polished in float64 below. Near the root its residual is rounding
@@ -261,7 +226,7 @@ def _solve_probability_space(
         # exact initial bracket, bring x to the float32 rounding of the exact solution.
         f64 = torch.float64
         x, t, lo0, hi0 = x.to(f64), t.to(f64), lo0.to(f64), hi0.to(f64)
-        g, slope = _residual(*_in_pieces(_float64_sums, (x, log_pi, mu, log_s), d), t)
+        g, slope = _residual(*_float64_sums(x, log_pi, mu, log_s, d), t)
         newton = x - g / slope
         ok = torch.isfinite(newton) & (newton >= lo0) & (newton <= hi0)
         # Newton converges quadratically here: after a step of at most 1e-6 (relative to 1 + |x|)
@@ -273,7 +238,7 @@ def _solve_probability_space(
             where = again.nonzero(as_tuple=True)
             pick = [v.movedim(d, -1)[where] for v in (log_pi, mu, log_s)]
             xs = x[where]
-            g, slope = _residual(*_in_pieces(_float64_sums, (xs, *pick), -1), t[where])
+            g, slope = _residual(*_float64_sums(xs, *pick, -1), t[where])
             newton = xs - g / slope
             ok = torch.isfinite(newton) & (newton >= lo0[where]) & (newton <= hi0[where])
             x[where] = torch.where(ok, newton, xs)

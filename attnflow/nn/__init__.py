@@ -5,20 +5,17 @@ use these networks. One concept per module:
 
 * :mod:`.autocast`: running conditioner networks in lower precision (``train.autocast``);
 * :mod:`.functional`: the small element-wise maps the layers and priors share (bounded scales,
-  soft clamps, channel halves, ``tanh`` by ``sigmoid``, the CPU dropout);
+  soft clamps, channel halves);
 * :mod:`.actnorm`: per-channel normalisation with data-dependent initialisation;
 * :mod:`.glow`: Glow's coupling network and its zero-initialised output convolution;
-* :mod:`.flowpp`: the Flow++ / mARFlow coupling network (gated convolutions and attention);
-* :mod:`.head_major`: exact softmax attention over head-major tensors, the CPU kernel the Flow++
-  attention uses where it pays.
+* :mod:`.flowpp`: the Flow++ / mARFlow coupling network (gated convolutions and attention).
 """
 
 from .actnorm import ActNormNet, ActNormParams
 from .autocast import AUTOCAST_DTYPES, network_autocast, run_network
 from .flowpp import ATTENTION_DROPOUT, FlowPPNet, concat_elu
-from .functional import bounded_scale, dropout, interleaved_halves, soft_clamp, tanh_by_sigmoid
+from .functional import bounded_scale, interleaved_halves, soft_clamp
 from .glow import GlowNet, ZeroConv2d
-from .head_major import head_major_attention, head_major_attention_pays
 
 __all__ = [
     "ActNormParams",
@@ -28,11 +25,7 @@ __all__ = [
     "FlowPPNet",
     "bounded_scale",
     "soft_clamp",
-    "dropout",
-    "tanh_by_sigmoid",
     "concat_elu",
-    "head_major_attention",
-    "head_major_attention_pays",
     "ATTENTION_DROPOUT",
     "AUTOCAST_DTYPES",
     "network_autocast",

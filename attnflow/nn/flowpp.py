@@ -9,16 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .functional import dropout
-from .head_major import head_major_attention, head_major_attention_pays
-
-__all__ = ["FlowPPNet", "ATTENTION_DROPOUT", "HEAD_MAJOR_ATTENTION", "concat_elu"]
+__all__ = ["FlowPPNet", "ATTENTION_DROPOUT", "concat_elu"]
 
 #: where the attention's dropout acts (``attention_dropout``): its weights or its output
 ATTENTION_DROPOUT = ("weights", "output")
-#: whether the Flow++ attention may use :func:`~attnflow.nn.head_major.head_major_attention` where
-#: it pays; ``False``: always ``scaled_dot_product_attention`` (the two timed: ``docs/results.md``)
-HEAD_MAJOR_ATTENTION = True
 
 
 def _wn_conv(in_channels: int, out_channels: int, kernel_size: int, bias: bool = True) -> nn.Module:
@@ -72,9 +66,7 @@ class _GatedAttention(nn.Module):
     ``dropout_on="weights"`` drops attention weights, as Flow++ and mARFlow do (inside
     ``scaled_dot_product_attention``); ``"output"`` drops the attention output instead (a
     Transformer's residual dropout), which keeps the fused CPU kernels usable (see
-    ``docs/results.md`` for what each costs). Without dropout on the weights, narrow float32
-    heads on the CPU use :func:`head_major_attention` (where :func:`head_major_attention_pays`),
-    everything else ``scaled_dot_product_attention``; the two agree to rounding.
+    ``docs/results.md`` for what each costs).
     """
 
     def __init__(self, channels: int, heads: int, dropout: float, dropout_on: str = "output") -> None:
@@ -103,19 +95,12 @@ class _GatedAttention(nn.Module):
         return enc
 
     def forward(self, x: Tensor) -> Tensor:
-        b, c, h, w = x.shape
         qkv = self.in_proj(x + self._pos_enc(x))
         on_weights = self.dropout_on == "weights" and self.training and self.dropout > 0
         autocast = x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
-        if (
-            HEAD_MAJOR_ATTENTION and not on_weights and not autocast
-            and head_major_attention_pays(b * self.heads, h * w, c // self.heads, qkv.dtype, x.device)
-        ):
-            out = self._head_major(qkv)
-        else:
-            out = self._fused(qkv, self.dropout if on_weights else 0.0, autocast)
+        out = self._fused(qkv, self.dropout if on_weights else 0.0, autocast)
         if self.dropout_on == "output":
-            out = dropout(out, self.dropout, self.training)
+            out = F.dropout(out, self.dropout, self.training)
         a, g = self.gate(out).chunk(2, dim=1)
         return x + a * torch.sigmoid(g)
 
@@ -134,17 +119,6 @@ class _GatedAttention(nn.Module):
         else:
             out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
         return out.transpose(1, 2).reshape(b, h, w, c).permute(0, 3, 1, 2)
-
-    def _head_major(self, qkv: Tensor) -> Tensor:
-        """Attention by :func:`head_major_attention` -> ``[B, C, H, W]`` (channels-last). One copy
-        lays the projections out ``[3, B, C, HW]``: each of q, k, v is then ``[B * heads, d, HW]``
-        as a view, and the output ``[B * heads, d, HW]`` is ``[B, C, H, W]``."""
-        b, _, h, w = qkv.shape
-        c = qkv.shape[1] // 3
-        qkv = qkv.reshape(b, 3, c, h * w).transpose(0, 1).contiguous()
-        q, k, v = (t.view(b * self.heads, c // self.heads, h * w) for t in qkv.unbind(0))
-        out = head_major_attention(q, k, v).view(b, c, h, w)
-        return out.contiguous(memory_format=torch.channels_last)
 
 
 class FlowPPNet(nn.Module):

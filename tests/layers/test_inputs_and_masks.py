@@ -250,48 +250,6 @@ def test_mixture_inverse_with_the_components_on_another_axis_and_its_gradient():
                                    rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_mixture_sums_in_pieces_are_bitwise_those_of_one_call(monkeypatch, dtype):
-    """Without gradients, the mixture's log-CDF and inverse (float32 polish included) are computed
-    in pieces along the batch, bitwise equal to the single-call results, with the components on
-    axis 1 as in the coupling and the parameters views of one network output; with gradients the
-    log-CDF is one call."""
-    import attnflow.layers.mixture_logistic as mixture
-
-    gen = torch.Generator().manual_seed(3)
-    b, k, shape = 5, 7, (3, 4, 4)
-    out = torch.randn(b, 3 * k, *shape, generator=gen, dtype=dtype)
-    out[:, k : 2 * k] *= 3  # spread means: several Newton iterations
-    x = torch.randn(b, *shape, generator=gen, dtype=dtype)
-    grad = torch.randn(b, *shape, generator=gen, dtype=dtype)
-
-    def run() -> list[torch.Tensor]:
-        h = out.clone().requires_grad_()
-        raw_pi, mu, log_s = h.split(k, dim=1)
-        log_pi = torch.log_softmax(raw_pi, dim=1)
-        xg = x.clone().requires_grad_()
-        log_cdf, log_sf, log_pdf = mixture.mixture_logistic_logcdf(xg, log_pi, mu, log_s, dim=1)
-        ((log_cdf - log_sf + log_pdf) * grad).sum().backward()
-        with torch.no_grad():
-            root = mixture.mixture_logistic_inverse(log_cdf - log_sf, log_pi, mu, log_s, dim=1)
-            no_grad = mixture.mixture_logistic_logcdf(x, log_pi, mu, log_s, dim=1)
-        return [log_cdf, log_sf, log_pdf, xg.grad, h.grad, root, *no_grad]
-
-    calls = []
-    for name in ("_log_terms", "_mixture_sums"):
-        real = getattr(mixture, name)
-        monkeypatch.setattr(mixture, name, lambda *a, _f=real, _n=name: calls.append(_n) or _f(*a))
-    whole = run()
-    assert calls.count("_log_terms") == 2  # the default piece holds this whole batch
-    calls.clear()
-    monkeypatch.setattr(mixture, "_PIECE_BYTES", 1)  # one batch row per piece
-    pieces = run()
-    assert calls.count("_log_terms") == 1 + b and calls.count("_mixture_sums") >= b
-    for a, c in zip(whole, pieces):
-        assert torch.equal(a, c)
-    torch.testing.assert_close(pieces[5], x, rtol=1e-5, atol=1e-5)  # the root is x
-
-
 def test_lu_factors_follow_the_default_dtype():
     from attnflow.layers import InvConv1x1
 

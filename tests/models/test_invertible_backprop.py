@@ -84,15 +84,9 @@ def test_gradients_equal_the_ordinary_path(case):
         assert ga[-1] is not None and ga[-1].abs().sum() > 0
 
 
-def test_float32_head_major_attention_recomputes_in_backward(monkeypatch):
-    """A float32 mARFlow whose 6x6 coupling maps (32 images, 2 heads) take the CPU's head-major
-    attention: invertible backprop re-runs it inside backward and gets the ordinary gradients to
-    float32 rounding."""
-    import attnflow.nn.flowpp as flowpp
-
-    calls = []
-    real = flowpp.head_major_attention
-    monkeypatch.setattr(flowpp, "head_major_attention", lambda *a: calls.append(a[0].shape) or real(*a))
+def test_float32_marflow_recomputes_in_backward():
+    """A float32 mARFlow (32 images, its Flow++ attention in the fused kernel): invertible backprop
+    re-runs each step inside backward and gets the ordinary gradients to float32 rounding."""
     torch.manual_seed(0)
     config = merge(DEFAULTS, {"model": {"backbone": "marflow", **TINY["marflow"], "image_shape": [1, 12, 12]}})
     model = build_model(config)
@@ -101,16 +95,14 @@ def test_float32_head_major_attention_recomputes_in_backward(monkeypatch):
     model.train()
     batch = model.example_batch(32)
     loss_a, ga, _, _ = _grads(model, batch, False)
-    assert calls and all(s == (64, 4, 36) for s in calls)  # 32 x 2 heads, 4 wide, on 6x6 maps
-    n_ordinary = len(calls)
     loss_b, gb, _, fn = _grads(model, batch, True)
     assert "_InvertibleStepsBackward" in _node_names(fn)
-    assert len(calls) > 2 * n_ordinary  # forward, then the recomputation inside backward
     torch.testing.assert_close(loss_b, loss_a, rtol=0, atol=0)
     scale = max(float(g.abs().max()) for g in ga if g is not None)
     for a, b in zip(ga, gb):
         if a is not None:
             torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-5 * scale)
+
 
 def test_no_grad_and_eval_paths_are_untouched():
     model = _model("srflow", {}).set_invertible_backprop(True)
