@@ -165,7 +165,6 @@ def check_flow(
     for layers with a restricted domain, e.g. :class:`~attnflow.layers.Logit`).
     """
     report = FlowCheckReport()
-    fail = report.failures.append
     device = torch.device(device) if device is not None else next(
         (p.device for p in flow.parameters()), torch.device("cpu")
     )
@@ -176,109 +175,18 @@ def check_flow(
     x = x.to(device=device, dtype=dtype)
     if cond is not None:
         cond = cond.to(device=device, dtype=dtype)
-    batch = x.shape[0]
     was_training = flow.training
-
     with _dropout_off(flow):
-        # --- eval: round trip and log-det cancellation ---------------------------------------
         flow.eval()
-        with torch.no_grad():
-            y, ld = _call(flow, x, cond)
-            x_rec, ld_inv = _call(flow, y, cond, inverse=True)
-        for name, t in (("forward", ld), ("inverse", ld_inv)):
-            if not isinstance(t, Tensor) or t.shape != (batch,):
-                got = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
-                fail(f"{name} log-det must have shape [B]=({batch},), got {got}")
-        if not (torch.isfinite(y).all() and torch.isfinite(ld).all()):
-            fail("forward produced non-finite values on finite input")
-        report.roundtrip_error = float((x_rec - x).abs().max()) / max(1.0, float(x.abs().max()))
-        if not report.roundtrip_error <= roundtrip_tol:
-            fail(f"round trip error {report.roundtrip_error:.3e} > {roundtrip_tol:.1e}")
-        if ld.shape == ld_inv.shape:
-            report.logdet_cancel_error = _rel(ld + ld_inv, ld)
-            if not report.logdet_cancel_error <= rtol:
-                fail(f"forward and inverse log-dets do not cancel: {report.logdet_cancel_error:.3e}")
-
-        # --- brute-force Jacobian and batch independence ---------------------------------------
-        n_jac = batch if jacobian_samples is None else min(batch, jacobian_samples)
-        errs, indep = [], []
-        for b in range(n_jac):
-            cb = _slice(cond, b)
-            with torch.no_grad():
-                yb, ldb = _call(flow, x[b : b + 1], cb)
-            indep.append(_rel(yb - y[b : b + 1], y[b : b + 1]))
-            indep.append(_rel(ldb - ld[b : b + 1], ld[b : b + 1]))
-            bf = brute_force_logdet(lambda t: _call(flow, t, cb)[0], x[b : b + 1])
-            errs.append(_rel(bf - ld[b : b + 1], ld[b : b + 1]))
-        report.jacobian_logdet_error = max(errs) if errs else 0.0
-        report.batch_independence_error = max(indep) if indep else 0.0
-        if not report.jacobian_logdet_error <= rtol:
-            fail(
-                f"log-det differs from slogdet of the autograd Jacobian: relative error "
-                f"{report.jacobian_logdet_error:.3e} > {rtol:.1e}"
-            )
-        if not report.batch_independence_error <= rtol:
-            fail(
-                f"a sample's output depends on the rest of the batch: "
-                f"{report.batch_independence_error:.3e}"
-            )
-
-        # --- train mode equals eval mode; round trip in train mode ------------------------------
-        flow.train()
-        with torch.no_grad():
-            y_t, ld_t = _call(flow, x, cond)
-            x_t, _ = _call(flow, y_t, cond, inverse=True)
-        report.train_eval_error = max(_rel(y_t - y, y), _rel(ld_t - ld, ld))
-        if not report.train_eval_error <= rtol:
-            fail(f"train-mode output differs from eval-mode output: {report.train_eval_error:.3e}")
-        err_t = float((x_t - x).abs().max()) / max(1.0, float(x.abs().max()))
-        if not err_t <= roundtrip_tol:
-            fail(f"round trip error in train mode {err_t:.3e} > {roundtrip_tol:.1e}")
-
-        # --- gradients ------------------------------------------------------------------------
+        y, ld, x_rec = _check_round_trip(flow, x, cond, report, rtol, roundtrip_tol)
+        _check_jacobian(flow, x, cond, y, ld, report, rtol, jacobian_samples)
+        _check_train_mode(flow, x, cond, y, ld, report, rtol, roundtrip_tol)
         if check_grads and any(p.requires_grad for p in flow.parameters()):
-            flow.zero_grad(set_to_none=True)
-            y_g, ld_g = _call(flow, x, cond)
-            w_y = torch.randn(y_g.shape, generator=gen, dtype=torch.float64).to(y_g)
-            w_ld = torch.randn(ld_g.shape, generator=gen, dtype=torch.float64).to(ld_g)
-            ((y_g * w_y).sum() + (ld_g * w_ld).sum()).backward()
-            for name, p in flow.named_parameters():
-                if not p.requires_grad:
-                    continue
-                if p.grad is None:
-                    fail(f"parameter {name} received no gradient")
-                elif not torch.isfinite(p.grad).all():
-                    fail(f"parameter {name} has a non-finite gradient")
-                elif not p.grad.abs().max() > 0 and name not in allow_zero_grad:
-                    fail(f"parameter {name} received an all-zero gradient")
-            flow.zero_grad(set_to_none=True)
-
-        # --- state-dict round trip --------------------------------------------------------------
+            _check_gradients(flow, x, cond, gen, report, allow_zero_grad)
         flow.eval()
-        clone = factory() if factory is not None else copy.deepcopy(flow)
-        clone.to(device=device, dtype=dtype)
-        with torch.no_grad():
-            for t in list(clone.parameters()) + list(clone.buffers()):
-                if t.is_floating_point():
-                    t.add_(torch.randn_like(t))
-        clone.load_state_dict(flow.state_dict())
-        clone.eval()
-        with torch.no_grad():
-            y_c, ld_c = _call(clone, x, cond)
-            x_c, _ = _call(clone, y, cond, inverse=True)
-        report.state_dict_error = max(_rel(y_c - y, y), _rel(ld_c - ld, ld), _rel(x_c - x_rec, x))
-        if not report.state_dict_error <= rtol:
-            fail(f"state_dict round trip changes the outputs: {report.state_dict_error:.3e}")
-
-        # --- non-finite input must not vanish ------------------------------------------------------
+        _check_state_dict(flow, factory, x, cond, y, ld, x_rec, report, rtol, device, dtype)
         if check_nonfinite:
-            bad = x.clone()
-            bad.view(-1)[bad.numel() // 2] = float("nan")
-            with torch.no_grad():
-                y_n, ld_n = _call(flow, bad, cond)
-            if torch.isfinite(y_n).all() and torch.isfinite(ld_n).all():
-                fail("NaN in the input gave an all-finite output and log-det")
-
+            _check_nonfinite(flow, x, cond, report)
     flow.train(was_training)
     if report.failures:
         raise FlowCheckError(
@@ -286,6 +194,122 @@ def check_flow(
             f"{tuple(shape)} ({dtype}):\n  - " + "\n  - ".join(report.failures)
         )
     return report
+
+
+def _roundtrip_error(x_rec: Tensor, x: Tensor) -> float:
+    return float((x_rec - x).abs().max()) / max(1.0, float(x.abs().max()))
+
+
+@torch.no_grad()
+def _check_round_trip(flow, x, cond, report: FlowCheckReport, rtol: float, roundtrip_tol: float):
+    """Eval mode: ``[B]`` log-dets, finite output, ``inverse(forward(x)) == x``, log-dets cancel.
+    Returns ``(y, logdet, x_reconstructed)`` for the other checks."""
+    fail, batch = report.failures.append, x.shape[0]
+    y, ld = _call(flow, x, cond)
+    x_rec, ld_inv = _call(flow, y, cond, inverse=True)
+    for name, t in (("forward", ld), ("inverse", ld_inv)):
+        if not isinstance(t, Tensor) or t.shape != (batch,):
+            got = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+            fail(f"{name} log-det must have shape [B]=({batch},), got {got}")
+    if not (torch.isfinite(y).all() and torch.isfinite(ld).all()):
+        fail("forward produced non-finite values on finite input")
+    report.roundtrip_error = _roundtrip_error(x_rec, x)
+    if not report.roundtrip_error <= roundtrip_tol:
+        fail(f"round trip error {report.roundtrip_error:.3e} > {roundtrip_tol:.1e}")
+    if ld.shape == ld_inv.shape:
+        report.logdet_cancel_error = _rel(ld + ld_inv, ld)
+        if not report.logdet_cancel_error <= rtol:
+            fail(f"forward and inverse log-dets do not cancel: {report.logdet_cancel_error:.3e}")
+    return y, ld, x_rec
+
+
+def _check_jacobian(flow, x, cond, y, ld, report: FlowCheckReport, rtol: float, samples: int | None) -> None:
+    """Per sample: the log-det equals slogdet of the full autograd Jacobian, and a sample alone
+    gives what it gave in the batch."""
+    fail, batch = report.failures.append, x.shape[0]
+    errs, indep = [], []
+    for b in range(batch if samples is None else min(batch, samples)):
+        cb = _slice(cond, b)
+        with torch.no_grad():
+            yb, ldb = _call(flow, x[b : b + 1], cb)
+        indep.append(_rel(yb - y[b : b + 1], y[b : b + 1]))
+        indep.append(_rel(ldb - ld[b : b + 1], ld[b : b + 1]))
+        bf = brute_force_logdet(lambda t, cb=cb: _call(flow, t, cb)[0], x[b : b + 1])
+        errs.append(_rel(bf - ld[b : b + 1], ld[b : b + 1]))
+    report.jacobian_logdet_error = max(errs) if errs else 0.0
+    report.batch_independence_error = max(indep) if indep else 0.0
+    if not report.jacobian_logdet_error <= rtol:
+        fail(
+            f"log-det differs from slogdet of the autograd Jacobian: relative error "
+            f"{report.jacobian_logdet_error:.3e} > {rtol:.1e}"
+        )
+    if not report.batch_independence_error <= rtol:
+        fail(f"a sample's output depends on the rest of the batch: {report.batch_independence_error:.3e}")
+
+
+@torch.no_grad()
+def _check_train_mode(flow, x, cond, y, ld, report: FlowCheckReport, rtol: float, roundtrip_tol: float) -> None:
+    """Train mode gives eval mode's output and log-det, and inverts too."""
+    fail = report.failures.append
+    flow.train()
+    y_t, ld_t = _call(flow, x, cond)
+    x_t, _ = _call(flow, y_t, cond, inverse=True)
+    report.train_eval_error = max(_rel(y_t - y, y), _rel(ld_t - ld, ld))
+    if not report.train_eval_error <= rtol:
+        fail(f"train-mode output differs from eval-mode output: {report.train_eval_error:.3e}")
+    err_t = _roundtrip_error(x_t, x)
+    if not err_t <= roundtrip_tol:
+        fail(f"round trip error in train mode {err_t:.3e} > {roundtrip_tol:.1e}")
+
+
+def _check_gradients(flow, x, cond, gen: torch.Generator, report: FlowCheckReport, allow_zero: Sequence[str]) -> None:
+    """Every trainable parameter gets a finite, non-zero gradient of a random projection of the
+    output and log-det (``allow_zero`` names the ones whose gradient may be zero)."""
+    fail = report.failures.append
+    flow.zero_grad(set_to_none=True)
+    y_g, ld_g = _call(flow, x, cond)
+    w_y = torch.randn(y_g.shape, generator=gen, dtype=torch.float64).to(y_g)
+    w_ld = torch.randn(ld_g.shape, generator=gen, dtype=torch.float64).to(ld_g)
+    ((y_g * w_y).sum() + (ld_g * w_ld).sum()).backward()
+    for name, p in flow.named_parameters():
+        if not p.requires_grad:
+            continue
+        if p.grad is None:
+            fail(f"parameter {name} received no gradient")
+        elif not torch.isfinite(p.grad).all():
+            fail(f"parameter {name} has a non-finite gradient")
+        elif not p.grad.abs().max() > 0 and name not in allow_zero:
+            fail(f"parameter {name} received an all-zero gradient")
+    flow.zero_grad(set_to_none=True)
+
+
+def _check_state_dict(flow, factory, x, cond, y, ld, x_rec, report: FlowCheckReport, rtol: float, device,
+                      dtype) -> None:
+    """A fresh (or scrambled) instance loaded with the state dict reproduces both directions."""
+    clone = factory() if factory is not None else copy.deepcopy(flow)
+    clone.to(device=device, dtype=dtype)
+    with torch.no_grad():
+        for t in list(clone.parameters()) + list(clone.buffers()):
+            if t.is_floating_point():
+                t.add_(torch.randn_like(t))
+    clone.load_state_dict(flow.state_dict())
+    clone.eval()
+    with torch.no_grad():
+        y_c, ld_c = _call(clone, x, cond)
+        x_c, _ = _call(clone, y, cond, inverse=True)
+    report.state_dict_error = max(_rel(y_c - y, y), _rel(ld_c - ld, ld), _rel(x_c - x_rec, x))
+    if not report.state_dict_error <= rtol:
+        report.failures.append(f"state_dict round trip changes the outputs: {report.state_dict_error:.3e}")
+
+
+@torch.no_grad()
+def _check_nonfinite(flow, x, cond, report: FlowCheckReport) -> None:
+    """A NaN in the input must show in the output or log-det, not vanish."""
+    bad = x.clone()
+    bad.view(-1)[bad.numel() // 2] = float("nan")
+    y_n, ld_n = _call(flow, bad, cond)
+    if torch.isfinite(y_n).all() and torch.isfinite(ld_n).all():
+        report.failures.append("NaN in the input gave an all-finite output and log-det")
 
 
 def check_model(

@@ -1,8 +1,8 @@
 """The package's imports point down the layers and form no cycle (parsed with ``ast``, not run).
 
-Layers, lowest first: ``core``, ``images`` and ``config`` (utilities) < ``invertible_backprop``
-(on ``core`` alone) and ``nn`` < ``layers`` < ``priors`` < ``models`` < ``training`` and
-``testing`` < ``cli``. ``evaluation`` and ``data`` import no model, training or cli code (``data``
+Layers, lowest first: ``core``, ``images``, ``config`` and ``jsonio`` (utilities) <
+``invertible_backprop`` (on ``core`` alone) and ``nn`` < ``layers`` < ``priors`` < ``models`` <
+``training`` and ``testing`` < ``experiments`` < ``cli``. ``evaluation`` and ``data`` import no model, training or cli code (``data``
 may use ``evaluation.imresize``); models may use ``evaluation`` (bits/dim) but never ``data``.
 """
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 
-from .common import add_config_args, positive_int, resolve
+from .common import add_config_args, non_negative_int, positive_int, resolve
 
 __all__ = ["add_parser"]
 
@@ -24,17 +24,6 @@ Peak memory: on CUDA, torch.cuda.max_memory_allocated over a kind's set-up, warm
 sampling batch, less what was allocated before it (the other kinds); on the CPU "n/a" (the process's
 resident set cannot be split between kinds that live in one process: use benchmarks/memory.py).
 The device is --device, else the config's train.device (the paper-size presets say cuda)."""
-
-
-def _count(value: str) -> int:
-    """argparse type: an int >= 0."""
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value!r}")
-    return n
 
 
 def _label(config: dict) -> str:
@@ -70,9 +59,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         rows = bench_variants([(label, c) for c in configs], batch_size=batch, device=device,
                               repeats=args.repeats, warmup=args.warmup, sample=not args.no_sample,
                               compile=args.compile)
-    except torch.OutOfMemoryError:
+    except torch.OutOfMemoryError as err:
         raise ValueError(f"out of memory at --batch-size {batch} with {len(configs)} kind(s) held at once; "
-                         f"give a smaller --batch-size or fewer --attentions") from None
+                         f"give a smaller --batch-size or fewer --attentions") from err
     print(_header(args, device))
     print()
     print(format_table(rows))
@@ -91,7 +80,7 @@ def add_parser(sub) -> None:
                    help="attention kinds to compare (default: none imap itrans, those the backbone takes)")
     p.add_argument("--repeats", type=positive_int, default=5, help="timed training steps per kind (default 5; "
                    "sampling: half as many, at least 1)")
-    p.add_argument("--warmup", type=_count, default=2, help="untimed training steps per kind first (default 2; "
+    p.add_argument("--warmup", type=non_negative_int, default=2, help="untimed training steps per kind first (default 2; "
                    "at least one runs: it builds the optimiser state and, with --compile, compiles)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the training forward (sampling stays eager; the first warm-up step compiles)")

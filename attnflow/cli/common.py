@@ -27,6 +27,7 @@ __all__ = [
     "resolve",
     "temperature",
     "positive_int",
+    "non_negative_int",
     "collect_inputs",
     "check_picture_path",
     "check_outputs",
@@ -58,15 +59,24 @@ def temperature(value: str) -> float:
     return t
 
 
-def positive_int(value: str) -> int:
-    """argparse type: an int >= 1."""
+def _int_at_least(value: str, minimum: int) -> int:
     try:
         n = int(value)
     except ValueError as err:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from err
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value!r}")
+        raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value!r}") from err
+    if n < minimum:
+        raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value!r}")
     return n
+
+
+def positive_int(value: str) -> int:
+    """argparse type: an int >= 1."""
+    return _int_at_least(value, 1)
+
+
+def non_negative_int(value: str) -> int:
+    """argparse type: an int >= 0."""
+    return _int_at_least(value, 0)
 
 
 def add_config_args(p: argparse.ArgumentParser) -> None:

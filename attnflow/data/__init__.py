@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 from .bundled import BundledMNIST, BundledSR, bundled_sr_images
 from .celeba import CelebASR, SRFolder
 from .cifar import CIFAR10
-from .cityscapes import CityscapesPairs, PairedFolders, SyntheticPairs, write_synthetic_pairs
+from .cityscapes import CityscapesPairs, PairedFolders
 from .common import (
     CenterCrop,
     Compose,
@@ -36,6 +36,7 @@ from .common import (
 from .folder import ImageFolder
 from .mnist import MNISTIdx, read_idx
 from .pix2pix import Pix2PixPairs
+from .synthetic import SyntheticPairs, write_synthetic_pairs
 
 __all__ = [
     "get_dataset",

@@ -125,67 +125,79 @@ def evaluate_sr(
     dev = torch.device(device)
     deterministic = not getattr(model, "stochastic", True)
     temps = [0.0] if deterministic else [float(t) for t in temperatures]
-    if deterministic:
-        samples = 1
-    bits_per_dim = bits_per_dim and hasattr(model, "bits_per_dim")
+    samples = 1 if deterministic else samples
     keys = [k for k in SR_METRICS if k != "lpips" or lpips is not None]
-    sums = {t: {k: 0.0 for k in keys} for t in temps}
-    bicubic_sums = {k: 0.0 for k in keys}
-    count, lr_count = 0, 0
-    bpd_sum, bpd_count = 0.0, 0
-    example_grids: dict[float, list[Tensor]] = {t: [] for t in temps}
-    n_examples = 0
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    sums = _Sums(keys, temps, examples)
+    bits_per_dim = bits_per_dim and hasattr(model, "bits_per_dim")
     was_training = model.training
     model.eval()
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-        for i, (hr, lr) in enumerate(loader):
+        for i, (hr, lr) in enumerate(DataLoader(dataset, batch_size=batch_size, shuffle=False)):
             if max_batches is not None and i >= max_batches:
                 break
             torch.manual_seed(seed + i)  # per batch: independent of the loader's own RNG use
-            hr = hr.to(dev)
-            lr_f = lr.to(dev).float()
-            model.check_images(hr.float(), lr_f)
-            conds = model.level_conditions(lr_f)
-            hr_rep = hr.repeat_interleave(samples, dim=0)
-            lr_rep = lr.to(dev).repeat_interleave(samples, dim=0)
-            take = min(hr.shape[0], max(0, examples - n_examples))
-            bicubic = bicubic_upscale(lr.to(dev), model.scale)
-            _add_metrics(bicubic_sums, bicubic, hr, lr.to(dev), model.scale, lpips)
-            lr_count += hr.shape[0]
-            for t in temps:
-                sr = model.super_resolve(lr_f, samples=samples, temperature=t, conditions=conds)
-                sr = sr.flatten(0, 1)
-                _add_metrics(sums[t], sr, hr_rep, lr_rep, model.scale, lpips)
-                if take:
-                    first = sr.view(hr.shape[0], samples, *sr.shape[1:])[:take, 0]
-                    nearest = lr[:take].to(dev).repeat_interleave(model.scale, -2).repeat_interleave(model.scale, -1)
-                    panel = torch.cat([nearest.to(torch.uint8), bicubic[:take], first, hr[:take].to(torch.uint8)], dim=-1)
-                    example_grids[t].append(panel.cpu())
-            if bits_per_dim:
-                bpd = model.bits_per_dim((hr, lr_f))
-                bpd_sum += float(bpd.sum())
-                bpd_count += bpd.numel()
-            n_examples += take
-            count += sr.shape[0]
+            _add_batch(sums, model, hr.to(dev), lr.to(dev), temps, samples, lpips, bits_per_dim)
     model.train(was_training)
-    if count == 0:
-        raise ValueError("evaluate_sr: the dataset (or --max-batches) gave no images")
-    per_t = [{"temperature": t, **{k: v / count for k, v in sums[t].items()}} for t in temps]
-    mean = {k: math.fsum(r[k] for r in per_t) / len(per_t) for k in keys}
-    result: dict[str, Any] = {
-        "images": count // samples,
-        "samples_per_image": samples,
-        "temperatures": temps,
-        "per_temperature": per_t,
-        "mean": mean,
-        "bicubic": {k: v / lr_count for k, v in bicubic_sums.items()},
-        "bits_per_dim": bpd_sum / bpd_count if bpd_count else None,
-        "deterministic": deterministic,
-    }
-    if examples:
-        result["examples"] = {t: torch.cat(g) for t, g in example_grids.items() if g}
-    return result
+    return sums.result(samples, deterministic)
+
+
+class _Sums:
+    """Running sums of :func:`evaluate_sr`: metrics per temperature, the bicubic row, bits/dim and
+    the example panels."""
+
+    def __init__(self, keys: list[str], temps: list[float], examples: int) -> None:
+        self.keys, self.temps, self.examples = keys, temps, examples
+        self.per_t = {t: {k: 0.0 for k in keys} for t in temps}
+        self.bicubic = {k: 0.0 for k in keys}
+        self.count = self.lr_count = self.bpd_count = self.shown = 0
+        self.bpd = 0.0
+        self.grids: dict[float, list[Tensor]] = {t: [] for t in temps}
+
+    def result(self, samples: int, deterministic: bool) -> dict[str, Any]:
+        if self.count == 0:
+            raise ValueError("evaluate_sr: the dataset (or --max-batches) gave no images")
+        per_t = [{"temperature": t, **{k: v / self.count for k, v in self.per_t[t].items()}} for t in self.temps]
+        result: dict[str, Any] = {
+            "images": self.count // samples,
+            "samples_per_image": samples,
+            "temperatures": self.temps,
+            "per_temperature": per_t,
+            "mean": {k: math.fsum(r[k] for r in per_t) / len(per_t) for k in self.keys},
+            "bicubic": {k: v / self.lr_count for k, v in self.bicubic.items()},
+            "bits_per_dim": self.bpd / self.bpd_count if self.bpd_count else None,
+            "deterministic": deterministic,
+        }
+        if self.examples:
+            result["examples"] = {t: torch.cat(g) for t, g in self.grids.items() if g}
+        return result
+
+
+def _add_batch(sums: _Sums, model, hr: Tensor, lr: Tensor, temps: list[float], samples: int, lpips,
+               bits_per_dim: bool) -> None:
+    """The metrics of one batch's SR samples at every temperature (and its bicubic row, bits/dim and
+    example panels LR nearest | bicubic | SR | HR), added to ``sums``."""
+    lr_f = lr.float()
+    model.check_images(hr.float(), lr_f)
+    conds = model.level_conditions(lr_f)
+    hr_rep, lr_rep = hr.repeat_interleave(samples, dim=0), lr.repeat_interleave(samples, dim=0)
+    take = min(hr.shape[0], max(0, sums.examples - sums.shown))
+    bicubic = bicubic_upscale(lr, model.scale)
+    _add_metrics(sums.bicubic, bicubic, hr, lr, model.scale, lpips)
+    sums.lr_count += hr.shape[0]
+    for t in temps:
+        sr = model.super_resolve(lr_f, samples=samples, temperature=t, conditions=conds).flatten(0, 1)
+        _add_metrics(sums.per_t[t], sr, hr_rep, lr_rep, model.scale, lpips)
+        if take:
+            first = sr.view(hr.shape[0], samples, *sr.shape[1:])[:take, 0]
+            nearest = lr[:take].repeat_interleave(model.scale, -2).repeat_interleave(model.scale, -1)
+            panel = torch.cat([nearest.to(torch.uint8), bicubic[:take], first, hr[:take].to(torch.uint8)], dim=-1)
+            sums.grids[t].append(panel.cpu())
+    if bits_per_dim:
+        bpd = model.bits_per_dim((hr, lr_f))
+        sums.bpd += float(bpd.sum())
+        sums.bpd_count += bpd.numel()
+    sums.shown += take
+    sums.count += hr.shape[0] * samples
 
 
 def bicubic_upscale(lr: Tensor, scale: int) -> Tensor:

@@ -49,8 +49,8 @@ def check_temperature(temperature: Any, where: str = "temperature") -> float:
     """A sampling temperature as a float; ``ValueError`` unless it is finite and >= 0."""
     try:
         value = float(temperature)
-    except (TypeError, ValueError):
-        raise ValueError(f"{where} must be a number >= 0, got {temperature!r}") from None
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{where} must be a number >= 0, got {temperature!r}") from err
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"{where} must be a finite number >= 0, got {temperature!r}")
     return value
@@ -342,7 +342,7 @@ class FlowModel(TrainableModel):
         """Training with memory that does not grow with depth (``train.invertible_backprop``).
 
         When enabled, every training forward (under autograd) runs the steps of flow of each level
-        through :func:`attnflow.core.invertible_forward`: no activation of a step is stored; the
+        through :func:`attnflow.invertible_backprop.invertible_forward`: no activation of a step is stored; the
         backward pass reconstructs each layer's input from its output with the layer's inverse,
         re-runs it and backpropagates (parameters, inputs and conditions alike). The values are
         those of the ordinary path; the gradients differ by the inverse's rounding error (float32:

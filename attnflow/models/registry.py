@@ -127,7 +127,7 @@ def _build_glow(m: dict) -> FlowModel:
     "marflow",
     {"components": 32, "blocks": 10, "coupling_heads": 4, "dropout": 0.2,
      # attention dropout on the output: test bits/dim indistinguishable from the reference's (on the
-     # weights) over 3 seeds, and the CPU step 2.5x faster (docs/results.md)
+     # weights) over 3 seeds, and the CPU step is faster (docs/results.md, section 2)
      "attention_dropout": "output",
      **_PRIOR_KEYS},
 )

@@ -115,6 +115,24 @@ def conditional_step(
 # ------------------------------------------------------------------------------------------------
 
 
+def _check_options(scale: int, levels, steps, unconditional_steps, top_prior: str, image_shape) -> list[int]:
+    """SRFlow's arguments checked, one ValueError each; returns the steps per level."""
+    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
+        raise ValueError(f"SRFlow: levels must be a positive int, got {levels!r}")
+    ks = [steps] * levels if isinstance(steps, int) else [int(k) for k in steps]
+    if len(ks) != levels or any(k < 1 for k in ks):
+        raise ValueError(
+            f"SRFlow: steps must be a positive int or {levels} positive ints (one per level), got {steps!r}"
+        )
+    if not isinstance(unconditional_steps, int) or unconditional_steps < 0:
+        raise ValueError(f"SRFlow: unconditional_steps must be an int >= 0, got {unconditional_steps!r}")
+    if top_prior not in ("standard", "conditional"):
+        raise ValueError(f"SRFlow: top_prior must be 'standard' or 'conditional', got {top_prior!r}")
+    if int(image_shape[1]) % scale or int(image_shape[2]) % scale:
+        raise ValueError(f"SRFlow: image_shape {tuple(image_shape)} is not divisible by scale={scale}")
+    return ks
+
+
 class SRFlow(MultiScaleFlow):
     """Conditional multi-scale flow ``p(hr | lr)`` for ``scale``-times super-resolution.
 
@@ -156,25 +174,8 @@ class SRFlow(MultiScaleFlow):
         pretrained: str | None = None,
     ) -> None:
         log2_scale = log2_exact(scale, "SRFlow")
-        if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
-            raise ValueError(f"SRFlow: levels must be a positive int, got {levels!r}")
-        ks = [steps] * levels if isinstance(steps, int) else [int(k) for k in steps]
-        if len(ks) != levels or any(k < 1 for k in ks):
-            raise ValueError(
-                f"SRFlow: steps must be a positive int or {levels} positive ints (one per level), "
-                f"got {steps!r}"
-            )
-        if not isinstance(unconditional_steps, int) or unconditional_steps < 0:
-            raise ValueError(
-                f"SRFlow: unconditional_steps must be an int >= 0, got {unconditional_steps!r}"
-            )
-        if top_prior not in ("standard", "conditional"):
-            raise ValueError(f"SRFlow: top_prior must be 'standard' or 'conditional', got {top_prior!r}")
+        ks = _check_options(scale, levels, steps, unconditional_steps, top_prior, image_shape)
         c, hr_h, hr_w = (int(v) for v in image_shape)
-        if hr_h % scale or hr_w % scale:
-            raise ValueError(
-                f"SRFlow: image_shape {tuple(image_shape)} is not divisible by scale={scale}"
-            )
         attention = attention or AttentionConfig()
         octaves = [log2_scale - level for level in range(1, levels + 1)]
         enc = RRDBEncoder(octaves, in_channels=c, **(encoder or {}))

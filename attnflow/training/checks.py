@@ -138,8 +138,8 @@ def check_device(name: Any, what: str = "--device") -> str:
     text = str(name)
     try:
         dev = torch.device(text)
-    except (RuntimeError, ValueError):
-        raise ConfigError(f"{what} {text!r} is not a device; use cpu, cuda or cuda:N") from None
+    except (RuntimeError, ValueError) as err:
+        raise ConfigError(f"{what} {text!r} is not a device; use cpu, cuda or cuda:N") from err
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(f"{what} {text!r}: CUDA is not available on this machine; use cpu")

@@ -236,10 +236,10 @@ class Trainer:
                     run.boundary_rng = rng_state()  # loading the batch draws its noise
                     grad_norm = self.step(next(batches))
                     self._at_boundary(grad_norm)
-            except StopNow:
-                raise TrainingInterrupted(f"stopped at once at step {run.step}; {self._last_good()}") from None
-            except KeyboardInterrupt:
-                raise self._interrupted() from None
+            except StopNow as err:
+                raise TrainingInterrupted(f"stopped at once at step {run.step}; {self._last_good()}") from err
+            except KeyboardInterrupt as err:
+                raise self._interrupted() from err
             finally:
                 if self.bar:
                     self.bar.close()

@@ -472,7 +472,7 @@ def test_synthetic_pairs():
     assert one.shape == (5, 32, 32) and torch.equal(one.sum(0), torch.ones(32, 32))
     assert oh.cond_channels == 5
     # learnable: within a class the photo is close to that class's colour, across classes it differs
-    from attnflow.data.cityscapes import _photo_style, synthetic_pair
+    from attnflow.data.synthetic import _photo_style, synthetic_pair
 
     base, _ = _photo_style()
     photo_np, ids = synthetic_pair(1, 64, 3, 8)

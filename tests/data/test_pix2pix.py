@@ -25,7 +25,8 @@ from attnflow.data import (
     get_dataset,
     write_synthetic_pairs,
 )
-from attnflow.data.cityscapes import label_palette, snap_to_palette, synthetic_pair
+from attnflow.data.cityscapes import label_palette, snap_to_palette
+from attnflow.data.synthetic import synthetic_pair
 from attnflow.images import CITYSCAPES_COLORS, SYNTHETIC_PALETTE
 
 #: synthetic class -> a Cityscapes label id (road, building, vegetation, sky, person, car, ...),

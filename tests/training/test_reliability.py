@@ -155,24 +155,29 @@ def test_resume_allows_safe_keys_and_more_steps(tmp_path):
     assert load_checkpoint(tmp_path / "split/checkpoints/last.pt")["config"] == stored
 
 
+def _crash_after_items(monkeypatch, dataset_cls, n: int) -> None:
+    """The dataset's item ``n + 1`` raises, as a crash in the middle of a run would."""
+    original = dataset_cls.__getitem__
+    calls = {"n": 0}
+
+    def failing(self, i):
+        calls["n"] += 1
+        if calls["n"] == n + 1:
+            raise RuntimeError("crash")
+        return original(self, i)
+
+    monkeypatch.setattr(dataset_cls, "__getitem__", failing)
+
+
 def test_resume_without_a_checkpoint_starts_from_the_stored_config(tmp_path, monkeypatch):
     from attnflow.data.bundled import BundledMNIST
 
     extra = ("train.eval_every=100", "train.checkpoint_every=100")
     train(tiny(4, *extra), tmp_path / "full", progress=False)
-    original = BundledMNIST.__getitem__
-    calls = {"n": 0}
-
-    def failing(self, i):
-        calls["n"] += 1
-        if calls["n"] == 8 + 1:  # the init batch, then a crash in step 1
-            raise RuntimeError("crash")
-        return original(self, i)
-
-    monkeypatch.setattr(BundledMNIST, "__getitem__", failing)
+    _crash_after_items(monkeypatch, BundledMNIST, 8)  # the init batch, then a crash in step 1
     with pytest.raises(RuntimeError, match="crash"):
         train(tiny(4, *extra), tmp_path / "cut", progress=False)
-    monkeypatch.setattr(BundledMNIST, "__getitem__", original)
+    monkeypatch.undo()
     assert not (tmp_path / "cut/checkpoints/last.pt").exists() and (tmp_path / "cut/config.yaml").is_file()
     train(tiny(4, *extra), tmp_path / "cut", resume=True, progress=False)
     same_params(tmp_path / "full/checkpoints/last.pt", tmp_path / "cut/checkpoints/last.pt")
@@ -183,19 +188,10 @@ def test_resume_without_a_checkpoint_refuses_to_drop_logged_steps(tmp_path, monk
     from attnflow.data.bundled import BundledMNIST
 
     extra = ("train.eval_every=100", "train.checkpoint_every=100")
-    original = BundledMNIST.__getitem__
-    calls = {"n": 0}
-
-    def failing(self, i):
-        calls["n"] += 1
-        if calls["n"] == 8 + 8 + 1:  # init batch, one step, then a crash in step 2
-            raise RuntimeError("crash")
-        return original(self, i)
-
-    monkeypatch.setattr(BundledMNIST, "__getitem__", failing)
+    _crash_after_items(monkeypatch, BundledMNIST, 8 + 8)  # init batch, one step, then a crash in step 2
     with pytest.raises(RuntimeError, match="crash"):
         train(tiny(4, *extra), tmp_path / "cut", progress=False)
-    monkeypatch.setattr(BundledMNIST, "__getitem__", original)
+    monkeypatch.undo()
     logged = (tmp_path / "cut/metrics.jsonl").read_text()
     with pytest.raises(RunDirError, match=r"up to step 1, but .*last.pt is missing"):
         train(tiny(4, *extra), tmp_path / "cut", resume=True, progress=False)

@@ -127,7 +127,7 @@ def compare(
             try:
                 build_model(spec["config"])
             except (ValueError, TypeError) as err:
-                raise ConfigError(f"variant {spec['variant']}: {err}") from None
+                raise ConfigError(f"variant {spec['variant']}: {err}") from err
     out.mkdir(parents=True, exist_ok=True)
     _train_missing(specs, jobs, device, out, progress)
     results = {(s["variant"], s["config"]["train"]["seed"]): finished(s) for s in specs}
