@@ -44,7 +44,7 @@ __all__ = [
     "evaluation_data_config",
     "QuantizedImages",
     "RelativeRootError",
-    "with_absolute_root",
+    "run_data_config",
     "DATASETS",
     "DataError",
     "BundledMNIST",
@@ -366,13 +366,34 @@ class QuantizedImages(Dataset):
         return getattr(self.dataset, name)
 
 
-def with_absolute_root(data_cfg: dict) -> dict:
-    """``data_cfg`` with its ``root`` resolved to an absolute path (a run stores it so, so that
-    ``evaluate`` and ``--resume`` read the same folder from wherever they run)."""
+def run_data_config(data_cfg: dict) -> dict:
+    """The ``data`` section as a run stores it: ``root`` resolved to an absolute path (so that
+    ``evaluate`` and ``--resume`` read the same folder from wherever they run) and, for a folder
+    layout with ``val/`` but no ``test/`` (pix2pix's copies ship train and val only), the default
+    held-out split ``test`` replaced by ``val``, said with a warning; the run then evaluates, logs
+    and labels ``val``, and ``evaluate`` uses it too."""
+    import warnings
+
     root = data_cfg.get("root")
     if not root:
         return data_cfg
-    return {**data_cfg, "root": str(Path(root).expanduser().resolve())}
+    out = {**data_cfg, "root": str(Path(root).expanduser().resolve())}
+    folder = Path(out["root"])
+    if (
+        out["name"] in _SPLIT_FOLDERS
+        and out.get("test_split", "test") == "test"
+        and not (folder / "test").is_dir()
+        and (folder / "val").is_dir()
+        and (folder / "train").is_dir()
+    ):
+        warnings.warn(
+            f"{out['name']} data {folder} has train/ and val/ but no test/: the run evaluates on val "
+            f"(data.test_split=val)",
+            UserWarning,
+            stacklevel=2,
+        )
+        out["test_split"] = "val"
+    return out
 
 
 class RelativeRootError(ValueError):

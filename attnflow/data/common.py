@@ -90,7 +90,8 @@ def split_folder(root: str | os.PathLike, split: str, what: str, marker: str | N
     present = [s for s in SPLIT_NAMES if (root / s).is_dir()]
     if present or split not in SPLIT_NAMES:
         has = f"its split folders are {', '.join(present)}" if present else "it has no split folder"
-        hint = "use one of those with --split" if present else f"use one of {', '.join(SPLIT_NAMES)}"
+        hint = ("use one of those (--split to evaluate, --set data.test_split=... to train)" if present
+                else f"use one of {', '.join(SPLIT_NAMES)}")
         raise DataError(f"{what} {root}: no {split!r} split ({root / split} is not a folder; {has}); {hint}")
     warnings.warn(
         f"{what} {root} has no train/val/test folders: the {split!r} split is every image of {root}, "

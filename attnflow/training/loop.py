@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader
 
 # tests patch build_model, evaluate_metric, save_checkpoint and log_jsonl in this module: the
 # Trainer calls them by these names
-from ..data import dataset_from_config, with_absolute_root
+from ..data import dataset_from_config, run_data_config
 from ..evaluation.likelihood import evaluate_metric
 from ..models import TrainableModel, build_model, complete_config
 from ..nn import AUTOCAST_DTYPES, network_autocast
@@ -93,7 +93,7 @@ def train(
     out = Path(out_dir)
     is_main = dist_info()[1] == 0
     config = check_config(complete_config(config))
-    config["data"] = with_absolute_root(config["data"])  # read the same folder from anywhere
+    config["data"] = run_data_config(config["data"])  # absolute root, the held-out split
     check_out_path(out)
     if resume and overwrite:
         raise RunDirError("give --resume (continue the run) or --overwrite (start afresh), not both")

@@ -250,3 +250,23 @@ def test_train_evaluate_translate_on_a_pix2pix_folder(tmp_path):
     assert made["inputs"] == 1 and [Path(f).name for f in made["files"]] == ["0_t0.70_s0.png"]
     with Image.open(made["files"][0]) as img:
         assert img.size == (32, 32)
+
+
+def test_a_copy_with_train_and_val_only_is_evaluated_on_val(tmp_path):
+    """pix2pix's Cityscapes copy ships train/ and val/: the run's held-out split is val (said with a
+    warning), metrics.jsonl labels it so, and evaluate without --split uses it."""
+    root = write_pix2pix(tmp_path / "p2p", n=4, size=32, splits=("train", "val"))
+    out = tmp_path / "run"
+    tiny = ["--set", "model.levels=1", "--set", "model.steps=1", "--set", "model.hidden=8",
+            "--set", "model.cond.cond_hidden=4", "--set", "train.batch_size=2", "--set", "train.eval_batch_size=4",
+            "--set", "train.n_samples=2"]
+    proc = run_cli("train", "--preset", "translate-demo", "--set", "data.name=pix2pix",
+                   "--set", "data.options.direction=BtoA", "--data-dir", str(root), "--steps", "2",
+                   *tiny, "--out", str(out), "--no-progress")
+    summary = json.loads(proc.stdout)
+    assert summary["test_split"] == "val" and "no test/" in proc.stderr
+    assert {json.loads(line)["split"] for line in (out / "metrics.jsonl").read_text().splitlines()} <= {"train", "val"}
+    result = json.loads(run_cli("evaluate", str(out / "checkpoints" / "last.pt"), "--batch-size", "2").stdout)
+    assert result["split"] == "val" and result["data_folder"] == str((root / "val").resolve())
+    proc = run_cli("evaluate", str(out / "checkpoints" / "last.pt"), "--split", "test", check=False)
+    assert proc.returncode == 2 and "train, val" in proc.stderr

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from ...config import ConfigError, apply_overrides
-from ...data import with_absolute_root
+from ...data import run_data_config
 from ...models import build_model, complete_config
 from ...training import TrainingError
 from ...training.checks import check_config
@@ -53,7 +53,7 @@ def _specs(config: dict, out: Path, variants: list[Variant], seeds: list[int], o
             cfg = apply_overrides(copy.deepcopy(config), [*overrides, f"train.seed={seed}"])
             cfg["name"] = f"{config.get('name', 'run')}-{name}"
             cfg = check_config(complete_config(cfg))
-            cfg["data"] = with_absolute_root(cfg["data"])
+            cfg["data"] = run_data_config(cfg["data"])
             specs.append({
                 "variant": name, "label": f"{name} seed {seed}", "config": cfg, "options": options,
                 "dir": str(out / name / f"seed_{seed}"), "result": str(out / name / f"seed_{seed}.json"),
