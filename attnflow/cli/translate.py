@@ -56,11 +56,18 @@ TOP_COLORS, PHOTO_SHARE = 64, 0.05
 _SINGLE_CHANNEL = {"1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "F"}
 
 
-def _read(model, path: Path) -> Tensor:
-    from ..data.cityscapes import read_label_map
+def _read(model, path: Path, pairs: str | None = None) -> Tensor:
+    """The label map of ``path`` at the model's size, ``[1, C, H, W]``; with ``pairs`` (``AtoB`` or
+    ``BtoA``), ``path`` is a pix2pix pair image and the condition half is read."""
+    from ..data.cityscapes import color_label_tensor, read_label_map
+    from ..data.pix2pix import Pix2PixPairs
 
     size = tuple(model.image_shape[1:])
-    labels = read_label_map(path, size, model.label_mode, model.source_channels, _ONEHOT_HINT)
+    if pairs is None:
+        labels = read_label_map(path, size, model.label_mode, model.source_channels, _ONEHOT_HINT)
+    else:
+        half = Pix2PixPairs.condition_half(path, pairs)
+        labels = color_label_tensor(half, size, model.label_mode, model.source_channels)[0]
     return labels.float().unsqueeze(0)
 
 
@@ -120,19 +127,22 @@ def translate(
     device: torch.device | str = "cpu",
     overwrite: bool = False,
     on_warning: Callable[[str], None] | None = None,
+    pairs: str | None = None,
 ) -> list[str]:
     """Sample ``samples`` photos per temperature for each ``(name, label file)``; the written paths.
 
     Before any sampling the outputs are checked (:func:`~attnflow.cli.common.check_outputs`) and
-    every file is read; ``on_warning`` gets the warning about each input that looks like a photo."""
+    every file is read; ``on_warning`` gets the warning about each input that looks like a photo.
+    ``pairs`` (``AtoB``/``BtoA``): the inputs are pix2pix pair images, read by their condition half."""
     from ..images import label_colors, save_image
 
     planned = output_paths(inputs, Path(out), samples, temperatures, save_labels)
     paths = iter(check_outputs(planned, overwrite=overwrite, inputs=[path for _, path in inputs]))
-    labels = [_read(model, path) for _, path in inputs]
-    for warning in filter(None, (_inspect(model, path) for _, path in inputs)):
-        if on_warning is not None:
-            on_warning(warning)
+    labels = [_read(model, path, pairs) for _, path in inputs]
+    if pairs is None:  # a pair image holds a photo by design
+        for warning in filter(None, (_inspect(model, path) for _, path in inputs)):
+            if on_warning is not None:
+                on_warning(warning)
     written: list[str] = []
     for lab in labels:  # the files in the order output_paths lists them
         lab = lab.to(device)
@@ -153,7 +163,10 @@ def cmd_translate(args: argparse.Namespace) -> int:
         overwrite=args.overwrite, inputs=[path for _, path in inputs],
     )
     device = torch.device(args.device or "cpu")
-    model, _, state = load_task_model(args.checkpoint, device, "translation", "attnflow translate")
+    model, config, state = load_task_model(args.checkpoint, device, "translation", "attnflow translate")
+    pairs = args.pairs
+    if pairs == "run":  # --pairs alone: the direction the run was trained with
+        pairs = (config["data"].get("options") or {}).get("direction", "AtoB")
     torch.manual_seed(args.seed)
     warnings: list[str] = []
 
@@ -163,7 +176,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
     written = translate(
         model, inputs, out, samples=args.samples, temperatures=args.temperature,
-        save_labels=args.save_labels, device=device, overwrite=args.overwrite, on_warning=warn,
+        save_labels=args.save_labels, device=device, overwrite=args.overwrite, on_warning=warn, pairs=pairs,
     )
     print_json({
         "checkpoint": str(args.checkpoint),
@@ -174,6 +187,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
         "temperature": args.temperature[0] if len(args.temperature) == 1 else args.temperature,
         "seed": args.seed,
         "out": str(out),
+        **({"pairs": f"pix2pix pair images, condition half by direction {pairs}"} if pairs else {}),
         "files": written,
         "warnings": warnings,
     })
@@ -198,5 +212,8 @@ def add_parser(sub) -> None:
         temperature=0.7, samples="photos per label map and temperature", out="translations",
     )
     p.add_argument("--glob", help="in a folder, only files whose name matches, e.g. '*_gtFine_color.png'")
+    p.add_argument("--pairs", nargs="?", const="run", choices=("run", "AtoB", "BtoA"),
+                   help="the inputs are pix2pix pair images (A | B side by side, e.g. its val/ folder): "
+                        "read the condition half, by the run's data.options.direction or the one given")
     p.add_argument("--save-labels", action="store_true", help="also write NAME_labels.png (the resized label map)")
     p.set_defaults(func=cmd_translate)

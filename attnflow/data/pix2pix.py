@@ -128,12 +128,21 @@ class Pix2PixPairs(Dataset):
 
     def halves(self, i: int) -> tuple[Image.Image, Image.Image]:
         """``(condition, photo)`` halves of item ``i`` at their stored size, per ``direction``."""
-        path = self.files[i]
+        return self.pair_halves(self.files[i], self.direction)
+
+    @staticmethod
+    def pair_halves(path: Path, direction: str) -> tuple[Image.Image, Image.Image]:
+        """``(condition, photo)`` halves of one pair image, per ``direction`` (AtoB: left, right)."""
         img = load_image(path, "RGB")
         width, height = img.size
         _check_width(path, width, height)
         left, right = img.crop((0, 0, width // 2, height)), img.crop((width // 2, 0, width, height))
-        return (left, right) if self.direction == "AtoB" else (right, left)
+        return (left, right) if check_direction(direction) == "AtoB" else (right, left)
+
+    @staticmethod
+    def condition_half(path: Path, direction: str) -> Image.Image:
+        """The condition (label) half of one pair image (``attnflow translate --pairs``)."""
+        return Pix2PixPairs.pair_halves(Path(path), direction)[0]
 
     def _read(self, i: int) -> tuple[Tensor, Tensor, np.ndarray | None]:
         cond, photo = self.halves(i)

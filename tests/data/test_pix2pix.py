@@ -270,3 +270,23 @@ def test_a_copy_with_train_and_val_only_is_evaluated_on_val(tmp_path):
     assert result["split"] == "val" and result["data_folder"] == str((root / "val").resolve())
     proc = run_cli("evaluate", str(out / "checkpoints" / "last.pt"), "--split", "test", check=False)
     assert proc.returncode == 2 and "train, val" in proc.stderr
+    made = json.loads(run_cli("translate", str(out / "checkpoints" / "last.pt"), str(root / "val"), "--pairs",
+                              "--samples", "1", "--out", str(tmp_path / "o")).stdout)
+    assert made["inputs"] == 4 and "BtoA" in made["pairs"] and not made["warnings"]
+    assert sorted(Path(f).name for f in made["files"]) == [f"{i}_t0.70_s0.png" for i in range(4)]
+
+
+def test_translate_pairs_reads_the_condition_half(tmp_path):
+    """``translate --pairs`` reads a pair image's condition half exactly as the label file alone."""
+    from attnflow.cli.translate import _read
+    from attnflow.config import DEFAULTS, merge
+    from attnflow.models import build_model
+
+    root = write_pix2pix(tmp_path / "p2p", n=1, size=16, splits=("val",))
+    pair = root / "val" / "0.png"
+    with Image.open(pair) as img:
+        img.crop((16, 0, 32, 16)).save(tmp_path / "label.png")  # the right half: BtoA's condition
+    model = build_model(merge(DEFAULTS, {"model": {"backbone": "fullglow", "image_shape": [3, 16, 16], "levels": 1,
+                                                   "steps": 1, "hidden": 8, "cond": {"cond_hidden": 4}}}))
+    assert torch.equal(_read(model, pair, "BtoA"), _read(model, tmp_path / "label.png"))
+    assert not torch.equal(_read(model, pair, "AtoB"), _read(model, tmp_path / "label.png"))
