@@ -215,6 +215,21 @@ def report_snapping(what: str, distances: Sequence[np.ndarray | None], classes: 
     return share
 
 
+def set_pair_attributes(dataset, label_mode: str, classes: int, what: str, snap_distances) -> None:
+    """The attributes every label -> photo dataset of colour label images has (``channels``,
+    ``image_size``, ``classes``, ``cond_channels``, ``cond_size``, ``snapped_share``); for one-hot
+    labels, ``snap_distances()`` (the snapping distances of the first few label maps) gives the
+    share of snapped pixels, reported once."""
+    dataset.classes = check_classes_count(classes, what) if label_mode == "onehot" else None
+    dataset.channels = 3
+    dataset.image_size = dataset.size
+    dataset.cond_channels = 3 if label_mode == "color" else dataset.classes
+    dataset.cond_size = dataset.size
+    dataset.snapped_share = None
+    if label_mode == "onehot":
+        dataset.snapped_share = report_snapping(what, snap_distances(), dataset.classes)
+
+
 class CityscapesPairs(Dataset):
     """Cityscapes ``(photo, labels)`` pairs from the official folders (see module docstring)."""
 
@@ -326,15 +341,8 @@ class PairedFolders(Dataset):
                 raise DataError(f"paired label image {labels[key]}: no photo {b_dir / key}.* found")
         self.pairs = [(photos[k], labels[k]) for k in sorted(photos)]
         self.flip = bool(flip)
-        self.classes = check_classes_count(classes, f"paired folders {self.root}") if label_mode == "onehot" else None
-        self.channels = 3
-        self.image_size = self.size
-        self.cond_channels = 3 if label_mode == "color" else self.classes
-        self.cond_size = self.size
-        self.snapped_share: float | None = None
-        if label_mode == "onehot":
-            sample = [self._labels(label)[1] for _, label in self.pairs[:SNAP_SAMPLE]]
-            self.snapped_share = report_snapping(f"paired folders {self.root}", sample, self.classes)
+        set_pair_attributes(self, label_mode, classes, f"paired folders {self.root}",
+                            lambda: [self._labels(label)[1] for _, label in self.pairs[:SNAP_SAMPLE]])
 
     def _labels(self, path: Path) -> tuple[Tensor, np.ndarray | None]:
         if self.label_mode == "onehot" and _stored_mode(path) in _ID_MODES:

@@ -44,10 +44,9 @@ from .cityscapes import (
     CITYSCAPES_NUM_IDS,
     SNAP_SAMPLE,
     _flip_pair,
-    check_classes_count,
     check_label_mode,
     color_label_tensor,
-    report_snapping,
+    set_pair_attributes,
 )
 from .common import DataError, as_size, list_images, load_image, resize_image, to_tensor
 
@@ -102,19 +101,12 @@ class Pix2PixPairs(Dataset):
         self.size = as_size(size, "size")
         self.direction = check_direction(direction)
         self.label_mode = check_label_mode(label_mode, f"pix2pix data {self.root}")
-        self.classes = check_classes_count(classes, f"pix2pix data {self.root}") if label_mode == "onehot" else None
         self.files = list_images(self.root, "pix2pix folder")
         for path in self.files:  # headers only (fast): a bad file stops the run now, not mid-training
             self._check_header(path)
         self.flip = bool(flip)
-        self.channels = 3
-        self.image_size = self.size
-        self.cond_channels = 3 if label_mode == "color" else self.classes
-        self.cond_size = self.size
-        self.snapped_share: float | None = None
-        if label_mode == "onehot":
-            sample = [self._read(i)[2] for i in range(min(SNAP_SAMPLE, len(self.files)))]
-            self.snapped_share = report_snapping(f"pix2pix data {self.root}", sample, self.classes)
+        set_pair_attributes(self, label_mode, classes, f"pix2pix data {self.root}",
+                            lambda: [self._read(i)[2] for i in range(min(SNAP_SAMPLE, len(self.files)))])
 
     @staticmethod
     def _check_header(path: Path) -> None:

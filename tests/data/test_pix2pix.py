@@ -54,6 +54,16 @@ def write_pix2pix(
     return root
 
 
+def train_tiny_translate_demo(root: Path, out: Path):
+    """``attnflow train --preset translate-demo`` on the pix2pix folder ``root`` (BtoA), tiny, 2 steps."""
+    tiny = ["--set", "model.levels=1", "--set", "model.steps=1", "--set", "model.hidden=8",
+            "--set", "model.cond.cond_hidden=4", "--set", "train.batch_size=2", "--set", "train.eval_batch_size=4",
+            "--set", "train.n_samples=2"]
+    return run_cli("train", "--preset", "translate-demo", "--set", "data.name=pix2pix",
+                   "--set", "data.options.direction=BtoA", "--data-dir", str(root), "--steps", "2",
+                   *tiny, "--out", str(out), "--no-progress")
+
+
 def away_from_boundaries(ids: np.ndarray, r: int = 2) -> np.ndarray:
     """Pixels whose ``(2r+1)^2`` neighbourhood holds a single class."""
     padded = np.pad(ids, r, mode="edge")
@@ -234,12 +244,7 @@ def test_train_evaluate_translate_on_a_pix2pix_folder(tmp_path):
     with Image.open(root / "test" / "0.png") as img:
         img.crop((32, 0, 64, 32)).save(labels / "0.png")  # the label half (BtoA)
     out = tmp_path / "run"
-    tiny = ["--set", "model.levels=1", "--set", "model.steps=1", "--set", "model.hidden=8",
-            "--set", "model.cond.cond_hidden=4", "--set", "train.batch_size=2", "--set", "train.eval_batch_size=4",
-            "--set", "train.n_samples=2"]
-    proc = run_cli("train", "--preset", "translate-demo", "--set", "data.name=pix2pix",
-                   "--set", "data.options.direction=BtoA", "--data-dir", str(root), "--steps", "2",
-                   *tiny, "--out", str(out), "--no-progress")
+    proc = train_tiny_translate_demo(root, out)
     summary = json.loads(proc.stdout)
     assert summary["steps"] == 2 and math.isfinite(summary["test_bpd"])
     ckpt = out / "checkpoints" / "last.pt"
@@ -257,12 +262,7 @@ def test_a_copy_with_train_and_val_only_is_evaluated_on_val(tmp_path):
     warning), metrics.jsonl labels it so, and evaluate without --split uses it."""
     root = write_pix2pix(tmp_path / "p2p", n=4, size=32, splits=("train", "val"))
     out = tmp_path / "run"
-    tiny = ["--set", "model.levels=1", "--set", "model.steps=1", "--set", "model.hidden=8",
-            "--set", "model.cond.cond_hidden=4", "--set", "train.batch_size=2", "--set", "train.eval_batch_size=4",
-            "--set", "train.n_samples=2"]
-    proc = run_cli("train", "--preset", "translate-demo", "--set", "data.name=pix2pix",
-                   "--set", "data.options.direction=BtoA", "--data-dir", str(root), "--steps", "2",
-                   *tiny, "--out", str(out), "--no-progress")
+    proc = train_tiny_translate_demo(root, out)
     summary = json.loads(proc.stdout)
     assert summary["test_split"] == "val" and "no test/" in proc.stderr
     assert {json.loads(line)["split"] for line in (out / "metrics.jsonl").read_text().splitlines()} <= {"train", "val"}
