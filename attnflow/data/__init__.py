@@ -289,9 +289,9 @@ def _fit_folder(data_cfg: dict, split: str, options: dict, shape: tuple[int, int
         options.setdefault("image_size", (shape[1], shape[2]))
         return None
     native, text = _native_shape(data_cfg, split)
-    if native == shape:
+    if native == shape:  # every image checked here: the size given keeps them as they are, unscanned
         options.setdefault("channels", shape[0])
-        options.setdefault("image_size", None)
+        options.setdefault("image_size", (shape[1], shape[2]))
         return None
     if not convert:
         raise DataError(
