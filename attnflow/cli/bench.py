@@ -52,7 +52,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     config = resolve(args)
     device = check_device(config["train"].get("device") or "cpu", "the config's train.device (give --device)")
-    batch = args.batch_size or int(config["train"]["batch_size"])
+    batch = args.batch_size or config["train"]["batch_size"]
     configs = attention_variants(config, args.attentions or ATTENTIONS, skip_refused=not args.attentions)
     label = _label(config)
     try:

@@ -179,9 +179,7 @@ def resolve(args: argparse.Namespace, base: dict | None = None) -> dict:
 
     ``base``: a config to apply the options to instead of ``--preset``/``--config`` (a resumed
     run's stored config)."""
-    from ..config import apply_overrides, resolve_config
-    from ..models import complete_config
-    from ..training.checks import check_config
+    from ..config import apply_overrides, resolve_config, validate_config
 
     overrides = list(args.overrides)
     if getattr(args, "data_dir", None):
@@ -191,10 +189,9 @@ def resolve(args: argparse.Namespace, base: dict | None = None) -> dict:
     if getattr(args, "device", None):
         overrides.append(f"train.device={args.device}")
     if base is not None:
-        config = complete_config(apply_overrides(base, overrides))
+        config = validate_config(apply_overrides(base, overrides))
     else:
-        config = complete_config(resolve_config(args.preset, args.config, overrides))
-    check_config(config)
+        config = resolve_config(args.preset, args.config, overrides)
     if getattr(args, "data_dir", None):
         check_data_dir(args.data_dir, config["data"]["name"])
     return config

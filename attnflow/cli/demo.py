@@ -13,12 +13,11 @@ def run_demo(
     out: str = "runs/demo", steps: int | None = None, device: str | None = None, overrides=()
 ) -> int:
     """Train the ``mnist`` preset (iMap at pos3) and report test bits/dim and the output files."""
-    from ..config import apply_overrides, load_preset
-    from ..models import complete_config
+    from ..config import apply_overrides, load_preset, validate_config
     from ..training import train
 
     config = apply_overrides(load_preset("mnist"), [*overrides, *([f"train.steps={steps}"] if steps else [])])
-    config = complete_config(config)
+    config = validate_config(config)
     m, t = config["model"], config["train"]
     print(
         f"attnflow demo: {m['backbone']} L={m['levels']} K={m['steps']} C={m['hidden']} with "

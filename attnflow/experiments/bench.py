@@ -28,8 +28,8 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..config import ConfigError, apply_overrides
-from ..models import build_model, complete_config
+from ..config import ConfigError, apply_overrides, validate_config
+from ..models import build_model
 from ..nn import AUTOCAST_DTYPES, network_autocast
 from .timing import time_rounds
 
@@ -88,16 +88,17 @@ def attention_variants(config: dict, kinds: Sequence[str], *, skip_refused: bool
     model on the ``meta`` device (no memory, no computation)."""
     out = []
     for kind in kinds:
-        variant = complete_config(apply_overrides(copy.deepcopy(config), [f"model.attention={kind}"]))
+        variant = apply_overrides(copy.deepcopy(config), [f"model.attention={kind}"])
         if skip_refused:
             try:
+                variant = validate_config(variant)
                 with torch.device("meta"):
                     build_model(variant)
             except ConfigError:
                 continue
             except Exception:  # noqa: BLE001 - not a refusal: an operation without a meta kernel
                 pass
-        out.append(variant)
+        out.append(validate_config(variant))
     if not out:
         raise ConfigError(f"backbone {config['model']['backbone']!r} takes none of the attentions {', '.join(kinds)}")
     return out

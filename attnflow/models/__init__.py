@@ -10,7 +10,7 @@ from .attention_maps import attention_layers, attention_maps, attention_summary,
 from .base import TASKS, FlowModel, TrainableModel
 from .fullglow import FullGlow, SourceGlow
 from .multiscale import Level, MultiScaleFlow, build_levels, dequantization_noise
-from .registry import BACKBONES, build_model, complete_config, register_backbone
+from .registry import BACKBONES, build_model, register_backbone
 from .rrdb import RRDBNet
 from .rrdb_encoder import RRDBEncoder
 from .srflow import SRFlow
@@ -31,7 +31,6 @@ __all__ = [
     "dequantization_noise",
     "BACKBONES",
     "build_model",
-    "complete_config",
     "register_backbone",
     "ATTENTION_KINDS",
     "POSITIONS",

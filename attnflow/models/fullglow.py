@@ -35,13 +35,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 import torch.utils.checkpoint
 from torch import Tensor, nn
 
-from ..config import ConfigError
 from ..core import Flow, Sequential
 from ..images import CITYSCAPES_COLORS, label_colors
 from ..invertible_backprop import invertible_forward
@@ -51,21 +49,9 @@ from ..priors import DiagonalGaussian
 from .base import FlowModel
 from .multiscale import Level, MultiScaleFlow, build_levels
 from .options import attention_from_config
-from .options import cond_options as _cond_options
 from .steps import AttentionConfig, make_step
 
-__all__ = ["FullGlow", "SourceGlow", "build_fullglow", "COND_DEFAULTS"]
-
-#: ``model.cond`` keys of the ``fullglow`` backbone and their defaults.
-COND_DEFAULTS: dict[str, Any] = {
-    "label_mode": "color",  # color: uint8 RGB label maps; onehot: float [classes, H, W]
-    "classes": 34,  # one-hot channels (Cityscapes label ids 0..33); ignored for color
-    "lambda": 1.0e-4,  # weight of log p(labels) in the training objective
-    "cond_hidden": 128,  # width of the coupling's conditioning convs (reference: 128)
-    "cond_mlp": [32, 64, 48],  # MLP of the actnorm / 1x1-conv conditioning nets (reference)
-    "cond_grid": None,  # None: flatten the H x W map (reference); g: average-pool to g x g
-    "max_log_scale": 3.0,  # bound of the condition-dependent log-scales
-}
+__all__ = ["FullGlow", "SourceGlow", "build_fullglow"]
 
 _ROUTE = {ConditionalActNorm: 0, ConditionalInvConv1x1: 1, CondNetAffineCoupling: 2}
 
@@ -408,36 +394,22 @@ class FullGlow(FlowModel):
 # ------------------------------------------------------------------------------------------------
 
 
-def cond_options(m: dict) -> dict[str, Any]:
-    """``model.cond`` merged over :data:`COND_DEFAULTS`; unknown keys are a ConfigError."""
-    return _cond_options(m, COND_DEFAULTS, "fullglow")
-
-
 def build_fullglow(m: dict) -> FullGlow:
-    """``FullGlow`` from a config's ``model`` section (``backbone: fullglow``)."""
-    if m.get("prior", "gaussian") != "gaussian":
-        raise ConfigError(
-            f"model.prior must be 'gaussian' for backbone fullglow (Glow's learned Gaussian priors), "
-            f"got {m['prior']!r}"
-        )
-    o = cond_options(m)
-    grid = o["cond_grid"]
-    attention = attention_from_config(m)
-    try:
-        return FullGlow(
-            m["image_shape"],
-            label_mode=o["label_mode"],
-            classes=int(o["classes"]),
-            levels=int(m["levels"]),
-            steps=int(m["steps"]),
-            hidden=int(m["hidden"]),
-            cond_hidden=int(o["cond_hidden"]),
-            cond_mlp=[int(v) for v in o["cond_mlp"]],
-            cond_grid=None if grid is None else int(grid),
-            max_log_scale=float(o["max_log_scale"]),
-            attention=attention,
-            n_bins=int(m["n_bins"]),
-            source_weight=float(o["lambda"]),
-        )
-    except ValueError as err:
-        raise ConfigError(f"model: {err}") from err
+    """``FullGlow`` from a checked ``model`` section (``backbone: fullglow``; its keys:
+    ``BACKBONES["fullglow"]`` in :mod:`attnflow.config.schema`)."""
+    o = m["cond"]
+    return FullGlow(
+        m["image_shape"],
+        label_mode=o["label_mode"],
+        classes=o["classes"],
+        levels=m["levels"],
+        steps=m["steps"],
+        hidden=m["hidden"],
+        cond_hidden=o["cond_hidden"],
+        cond_mlp=o["cond_mlp"],
+        cond_grid=o["cond_grid"],
+        max_log_scale=o["max_log_scale"],
+        attention=attention_from_config(m),
+        n_bins=m["n_bins"],
+        source_weight=o["lambda"],
+    )

@@ -30,23 +30,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import ConfigError
 from ..evaluation.image_metrics import psnr
 from .base import TrainableModel, check_count, check_temperature
-from .options import cond_options
 from .rrdb_encoder import RRDBEncoder, log2_exact
 from .srflow import sr_side_by_side
 from .upsampled_concat import UpsampledConcat, conv2d_on_map
 
-__all__ = ["RRDBNet", "build_rrdb", "RRDB_DEFAULTS"]
-
-#: Defaults of ``model.cond`` for ``backbone: rrdb`` (the same sizes as SRFlow's encoder).
-RRDB_DEFAULTS: dict = {
-    "features": 64,  # nf
-    "blocks": 8,  # nb
-    "growth": 32,  # gc
-}
-
+__all__ = ["RRDBNet", "build_rrdb"]
 
 class RRDBNet(TrainableModel):
     """RRDB super-resolution network ``LR -> HR`` (``scale`` a power of two), L1-trained.
@@ -199,19 +189,7 @@ class RRDBNet(TrainableModel):
 
 
 def build_rrdb(m: dict) -> RRDBNet:
-    """Build :class:`RRDBNet` from a ``model`` section (``model.cond``: :data:`RRDB_DEFAULTS`)."""
-    cond = cond_options(m, RRDB_DEFAULTS, "rrdb")
-    if m.get("attention", "none") != "none":
-        raise ConfigError(f"model.attention: backbone 'rrdb' has no attention (it is not a flow), got "
-                          f"{m['attention']!r}; use none")
-    try:
-        return RRDBNet(
-            scale=int(m["scale"]),
-            image_shape=[int(v) for v in m["image_shape"]],
-            features=int(cond["features"]),
-            blocks=int(cond["blocks"]),
-            growth=int(cond["growth"]),
-            n_bins=int(m["n_bins"]),
-        )
-    except ValueError as err:
-        raise ConfigError(f"model (rrdb): {err}") from err
+    """Build :class:`RRDBNet` from a checked ``model`` section (``model.cond``: features, blocks, growth)."""
+    cond = m["cond"]
+    return RRDBNet(scale=m["scale"], image_shape=m["image_shape"], features=cond["features"],
+                   blocks=cond["blocks"], growth=cond["growth"], n_bins=m["n_bins"])

@@ -47,7 +47,7 @@ from ..layers import ActNorm, Dequantize, InvConv1x1, ITrans
 from ..priors import Prior, StandardNormal
 from .base import check_temperature
 from .multiscale import MultiScaleFlow, build_levels
-from .options import attention_from_config, cond_options
+from .options import attention_from_config
 from .pretrained import read_state_dict
 from .rrdb_encoder import RRDBEncoder, log2_exact
 from .srflow_layers import FactoredAffineInjector, FactoredConditionalAffineCoupling, FactoredDiagonalGaussian
@@ -58,23 +58,8 @@ __all__ = [
     "build_srflow",
     "conditional_step",
     "unconditional_step",
-    "COND_DEFAULTS",
     "sr_side_by_side",
 ]
-
-#: Defaults of the free-form ``model.cond`` section for ``backbone: srflow``.
-COND_DEFAULTS: dict = {
-    "features": 64,  # RRDB width (nf)
-    "blocks": 8,  # RRDB blocks (nb)
-    "growth": 32,  # dense-block growth channels (gc)
-    "taps": [1, 3, 5, 7],  # 0-based RRDB blocks whose outputs feed the flow (stackRRDB)
-    "unconditional_steps": 2,  # actnorm + 1x1 conv steps after each squeeze (additionalFlowNoAffine)
-    "split": True,  # split at levels l < L - 1 (SRFlow's rule); False: never split
-    "top_prior": "standard",  # standard (N(0, I), SRFlow) | conditional (Gaussian from LR features)
-    "eps": 1.0e-4,  # lower bound of the affine scales
-    "pretrained": None,  # a pretrained RRDB to start the encoder from (SRFlow.load_pretrained)
-}
-
 
 # ------------------------------------------------------------------------------------------------
 # steps
@@ -143,7 +128,7 @@ class SRFlow(MultiScaleFlow):
         hidden: width of the injector and coupling networks (64 in SRFlow).
         image_shape: the training HR shape ``(C, H, W)``; only used by :meth:`example_batch`
             (benchmarks). Any LR size works at run time.
-        unconditional_steps, split, top_prior, eps: see :data:`COND_DEFAULTS`.
+        unconditional_steps, split, top_prior, eps: the ``model.cond`` keys of ``BACKBONES["srflow"]`` in :mod:`attnflow.config.schema`.
         encoder: keyword arguments of :class:`RRDBEncoder` (``features``, ``blocks``, ``growth``,
             ``taps``).
         attention: where the paper's attention goes (default: none).
@@ -361,49 +346,22 @@ def sr_side_by_side(lr: Tensor, samples: Tensor, scale: int, hr: Tensor | None =
     return torch.cat(panels, dim=-1)
 
 
-# ------------------------------------------------------------------------------------------------
-# config
-# ------------------------------------------------------------------------------------------------
-
-
-def _pretrained_path(value, what: str) -> str | None:
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise ConfigError(f"{what} must be the path of a weights file or null, got {value!r}")
-    return value
-
-
-def _cond_section(m: dict) -> dict:
-    return cond_options(m, COND_DEFAULTS, "srflow")
-
-
 def build_srflow(m: dict) -> SRFlow:
-    """Build :class:`SRFlow` from a ``model`` config section (``model.cond``: :data:`COND_DEFAULTS`)."""
-    cond = _cond_section(m)
-    steps = m["steps"]
-    try:
-        return SRFlow(
-            scale=int(m["scale"]),
-            levels=int(m["levels"]),
-            steps=int(steps) if isinstance(steps, (int, float, str)) else [int(k) for k in steps],
-            hidden=int(m["hidden"]),
-            image_shape=[int(v) for v in m["image_shape"]],
-            unconditional_steps=int(cond["unconditional_steps"]),
-            split=bool(cond["split"]),
-            top_prior=str(cond["top_prior"]),
-            eps=float(cond["eps"]),
-            encoder={
-                "features": int(cond["features"]),
-                "blocks": int(cond["blocks"]),
-                "growth": int(cond["growth"]),
-                "taps": [int(t) for t in cond["taps"]],
-            },
-            attention=attention_from_config(m),
-            n_bins=int(m["n_bins"]),
-            pretrained=_pretrained_path(cond["pretrained"], "model.cond.pretrained"),
-        )
-    except ConfigError:
-        raise
-    except ValueError as err:
-        raise ConfigError(f"model (srflow): {err}") from err
+    """Build :class:`SRFlow` from a checked ``model`` section (its keys: ``BACKBONES["srflow"]`` in
+    :mod:`attnflow.config.schema`)."""
+    cond = m["cond"]
+    return SRFlow(
+        scale=m["scale"],
+        levels=m["levels"],
+        steps=m["steps"],
+        hidden=m["hidden"],
+        image_shape=m["image_shape"],
+        unconditional_steps=cond["unconditional_steps"],
+        split=cond["split"],
+        top_prior=cond["top_prior"],
+        eps=cond["eps"],
+        encoder={k: cond[k] for k in ("features", "blocks", "growth", "taps")},
+        attention=attention_from_config(m),
+        n_bins=m["n_bins"],
+        pretrained=cond["pretrained"],
+    )

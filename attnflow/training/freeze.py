@@ -21,7 +21,7 @@ class ConditionerSchedule:
     """
 
     def __init__(self, model: TrainableModel, t: dict, total: int, *, ddp: bool = False) -> None:
-        fraction = float(t.get("freeze_conditioner_until") or 0)
+        fraction = t["freeze_conditioner_until"] or 0.0
         self.params = model.conditioner_parameters() if fraction > 0 else []
         if fraction > 0 and not self.params:
             raise ConfigError(

@@ -34,15 +34,16 @@ import yaml
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from ..config import validate_config
+
 # tests patch build_model, evaluate_metric, save_checkpoint and log_jsonl in this module: the
 # Trainer calls them by these names
 from ..data import dataset_from_config, run_data_config
 from ..evaluation.likelihood import evaluate_metric
-from ..models import TrainableModel, build_model, complete_config
+from ..models import TrainableModel, build_model
 from ..nn import AUTOCAST_DTYPES, network_autocast
 from .batches import ResumableBatches, data_noise_seed, seed_all
 from .checkpoint import load_weights, rng_state, save_checkpoint, set_rng_state
-from .checks import check_config
 from .distributed import all_agree, dist_info, training_device
 from .freeze import ConditionerSchedule
 from .guard import make_guard
@@ -92,7 +93,7 @@ def train(
     """
     out = Path(out_dir)
     is_main = dist_info()[1] == 0
-    config = check_config(complete_config(config))
+    config = validate_config(config)
     config["data"] = run_data_config(config["data"])  # absolute root, the held-out split
     check_out_path(out)
     if resume and overwrite:
@@ -124,12 +125,11 @@ class Trainer:
         state = None
         if resume:  # the run's stored settings win; last.pt holds where it stopped
             config, state = resume_point(config, out)
-            config = check_config(config)
         self.config, self.t = config, config["train"]
-        self.total = int(self.t["steps"])
+        self.total = self.t["steps"]
         self.dev = training_device(device, self.t)
         self.cuda_devices = [self.dev] if self.dev.type == "cuda" else []  # for fork_rng
-        seed_all(int(self.t["seed"]) + self.rank)  # the model's initialisation draws from these
+        seed_all(self.t["seed"] + self.rank)  # the model's initialisation draws from these
         start = int(state["step"]) if state else 0
         self._data(start)
         self._model(state)
@@ -141,17 +141,17 @@ class Trainer:
         """The train and test sets; the loader yields the batches of steps ``start ..``."""
         t, data = self.t, self.config["data"]
         shape = self.config["model"].get("image_shape")
-        n_bins = int(self.config["model"].get("n_bins", 256))
+        n_bins = self.config["model"]["n_bins"]
         self.test_split = data.get("test_split", "test")
         self.train_set = dataset_from_config(data, "train", shape, augment=True, n_bins=n_bins)
         self.test_set = dataset_from_config(data, self.test_split, shape, n_bins=n_bins)
-        batches = ResumableBatches(len(self.train_set), int(t["batch_size"]), self.total, seed=int(t["seed"]),
+        batches = ResumableBatches(len(self.train_set), t["batch_size"], self.total, seed=t["seed"],
                                    start=start, rank=self.rank, world=self.world)
         # Own generators: a DataLoader iterator otherwise draws its seed from the global RNG, which
         # would shift the dequantisation noise of a resumed run.
-        self.loader = DataLoader(self.train_set, batch_sampler=batches, num_workers=int(t["num_workers"]),
-                                 generator=torch.Generator().manual_seed(int(t["seed"])))
-        self.test_loader = DataLoader(self.test_set, batch_size=int(t["eval_batch_size"]), shuffle=False,
+        self.loader = DataLoader(self.train_set, batch_sampler=batches, num_workers=t["num_workers"],
+                                 generator=torch.Generator().manual_seed(t["seed"]))
+        self.test_loader = DataLoader(self.test_set, batch_size=t["eval_batch_size"], shuffle=False,
                                       generator=torch.Generator())
 
     def _model(self, state: dict | None) -> None:
@@ -163,13 +163,13 @@ class Trainer:
         # building a model draws its initialisation from the global RNG, so without this the noise of
         # seed s would depend on the architecture; with it, every model trained with seed s sees the
         # same batches and the same noise (the paired design of `attnflow compare`).
-        torch.manual_seed(data_noise_seed(int(t["seed"]), self.rank))
+        torch.manual_seed(data_noise_seed(t["seed"], self.rank))
         self.pretrained: list[str] = []
         if state:
             load_weights(model, state["model"], self.last_path)
         else:
             self.pretrained = model.load_pretrained()  # e.g. a pretrained SRFlow encoder; before the init
-            first = ResumableBatches(len(self.train_set), int(t["batch_size"]), 1, seed=int(t["seed"]),
+            first = ResumableBatches(len(self.train_set), t["batch_size"], 1, seed=t["seed"],
                                      rank=self.rank, world=self.world)
             batch = next(iter(DataLoader(self.train_set, generator=torch.Generator(), batch_sampler=first)))
             model.initialize(batch)  # data-dependent init (step 0's batch), before any DDP wrap
@@ -184,7 +184,7 @@ class Trainer:
             net = torch.compile(net)
         self.model, self.net = model, net
         self.low_precision = AUTOCAST_DTYPES.get(t.get("autocast"))  # train.autocast: the conditioner networks
-        self.clip = float(t["grad_clip"] or 0) or math.inf
+        self.clip = t["grad_clip"] or math.inf
 
     def _optimizer(self, state: dict | None) -> None:
         """The optimiser, schedule, freeze schedule and non-finite guard; a resumed run's states,
@@ -282,9 +282,9 @@ class Trainer:
         here the first Ctrl-C ends the run."""
         run, t = self.run, self.t
         final = run.step == self.total
-        log = run.step % int(t["log_every"]) == 0
-        do_eval = run.step % int(t["eval_every"]) == 0 or final
-        do_ckpt = run.step % int(t["checkpoint_every"]) == 0 or final or run.pending
+        log = run.step % t["log_every"] == 0
+        do_eval = run.step % t["eval_every"] == 0 or final
+        do_ckpt = run.step % t["checkpoint_every"] == 0 or final or run.pending
         # the device guard's counters are read only where something needs them (a host sync)
         read = self.guard.read_every_step or log or do_eval or do_ckpt or self.stop.requested
         loss = self._read_guard() if read else None
@@ -309,7 +309,7 @@ class Trainer:
         skipped. Too many skipped steps in a row end the run."""
         run = self.run
         run.bad_in_a_row, run.running, loss, finite = self.guard.read()
-        if run.bad_in_a_row > int(self.t["max_bad_steps"]):
+        if run.bad_in_a_row > self.t["max_bad_steps"]:
             when = f"at step {run.step}" if self.guard.read_every_step else f"read at step {run.step}"
             raise TrainingError(
                 f"the loss or its gradient was non-finite for {run.bad_in_a_row} steps in a row ({when}); "
@@ -338,9 +338,9 @@ class Trainer:
         t, model = self.t, self.model
         # evaluation leaves the training RNG untouched: a run is the same whenever it evaluates
         with torch.random.fork_rng(devices=self.cuda_devices):
-            torch.manual_seed(int(t["seed"]) + 54321)
+            torch.manual_seed(t["seed"] + 54321)
             value = evaluate_metric(model, self.test_loader, t.get("eval_max_batches"))
-            torch.manual_seed(int(t["seed"]) + 12345)
+            torch.manual_seed(t["seed"] + 12345)
             model.eval()
             save_samples(model, self.test_set, t, self.out / "samples", step)
             if self.writer:
@@ -418,7 +418,7 @@ class Trainer:
             **{k: v for k, v in test_set.source.items() if k != "split"},
             "test_split": self.test_split,
             "test_images": len(test_set) if not t.get("eval_max_batches") else min(
-                len(test_set), int(t["eval_max_batches"]) * int(t["eval_batch_size"])),
+                len(test_set), t["eval_max_batches"] * t["eval_batch_size"]),
             "checkpoint": str(self.last_path),
             "checkpoint_step": run.last_good_step,
             "metrics": str(self.metrics_path),

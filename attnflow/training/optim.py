@@ -7,8 +7,6 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ..config import ConfigError
-
 __all__ = ["make_optimizer", "lr_factor"]
 
 
@@ -17,23 +15,16 @@ def make_optimizer(model: nn.Module, t: dict, *, capturable: bool = False) -> to
     step counters on the parameters' device (CUDA), as :class:`~attnflow.training.guard.DeviceGuard`
     needs."""
     params = [p for p in model.parameters() if p.requires_grad]
-    kind = t["optimizer"].lower()
-    kwargs = dict(lr=float(t["lr"]), betas=tuple(float(b) for b in t.get("betas", (0.9, 0.999))),
-                  weight_decay=float(t["weight_decay"]))
-    if capturable:
-        kwargs["capturable"] = True
-    if kind == "adam":
-        return torch.optim.Adam(params, **kwargs)
-    if kind == "adamax":
-        return torch.optim.Adamax(params, **kwargs)
-    raise ConfigError(f"train.optimizer must be 'adam' or 'adamax', got {t['optimizer']!r}")
+    optimizer = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax}[t["optimizer"]]
+    extra = {"capturable": True} if capturable else {}
+    return optimizer(params, lr=t["lr"], betas=tuple(t["betas"]), weight_decay=t["weight_decay"], **extra)
 
 
 def lr_factor(t: dict) -> Callable[[int], float]:
     """The lr factor of 0-based step ``step``: a linear warm-up over ``train.warmup_steps``, then
     a halving at each ``train.lr_milestones`` fraction ``f`` of training (from step ``int(f * steps)``)."""
-    warmup = int(t["warmup_steps"])
-    milestones = sorted(int(float(f) * int(t["steps"])) for f in (t.get("lr_milestones") or []))
+    warmup = t["warmup_steps"]
+    milestones = sorted(int(f * t["steps"]) for f in t["lr_milestones"])
 
     def factor(step: int) -> float:
         f = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0

@@ -289,27 +289,13 @@ def _set(d: dict, dotted: str, value: Any) -> None:
     d[keys[-1]] = copy.deepcopy(value)
 
 
-def with_defaults(config: dict) -> dict:
-    """``config`` with keys added since it was stored filled in from the defaults."""
-    from ..config import DEFAULTS, drop_removed_keys
-    from ..models import complete_config
-
-    def fill(base: dict, update: dict) -> dict:
-        out = copy.deepcopy(base)
-        for k, v in update.items():
-            out[k] = fill(out[k], v) if isinstance(out.get(k), dict) and isinstance(v, dict) else copy.deepcopy(v)
-        return out
-
-    return complete_config(fill(DEFAULTS, drop_removed_keys(copy.deepcopy(config))))
-
-
 def resume_config(given: dict, stored: dict, where: str | Path, step: int) -> dict:
     """The config a resumed run goes on with: ``stored``, with ``given``'s ``train.steps`` (if
     not lower) and safe keys. Any other difference is a :class:`~attnflow.config.ConfigError`."""
-    from ..config import ConfigError
+    from ..config import ConfigError, validate_config
 
-    stored = with_defaults(stored)
-    given = with_defaults(given)
+    stored = validate_config(stored)  # a run stored before a key was added gets its default
+    given = validate_config(given)
     a, b = flatten_config(stored), flatten_config(given)
     result = copy.deepcopy(stored)
     problems = []
@@ -322,7 +308,7 @@ def resume_config(given: dict, stored: dict, where: str | Path, step: int) -> di
         elif key == "data.root" and isinstance(old, str) and not Path(old).is_absolute() and new:
             _set(result, key, new)  # a run stored before roots were absolute: the folder given now
         elif key == "train.steps":
-            if int(new) < int(old):
+            if new < old:
                 problems.append(f"train.steps: the run is set to {old} steps, got {new} "
                                 f"(on --resume train.steps can only be raised)")
             else:
@@ -337,7 +323,7 @@ def resume_config(given: dict, stored: dict, where: str | Path, step: int) -> di
             + " may change on --resume; to train with other settings start a new run "
             "(another --out, or --overwrite)"
         )
-    if int(result["train"]["steps"]) < step:  # pragma: no cover - steps never fall below a checkpoint
+    if result["train"]["steps"] < step:  # pragma: no cover - steps never fall below a checkpoint
         raise ConfigError(f"--resume: train.steps={result['train']['steps']} is below the checkpoint's step {step}")
     return result
 

@@ -10,7 +10,6 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ..config import drop_removed_keys
 from .checkpoint import load_checkpoint
 from .rundir import RunDirError, logged_steps, resume_config, stored_config
 
@@ -52,8 +51,7 @@ def resume_point(config: dict, out: Path) -> tuple[dict, dict | None]:
     last_path, metrics_path = out / "checkpoints" / "last.pt", out / "metrics.jsonl"
     if last_path.is_file():
         state = load_checkpoint(last_path)
-        stored = drop_removed_keys(state["config"])  # a run from before a setting was removed
-        return resume_config(config, stored, last_path, int(state["step"])), state
+        return resume_config(config, state["config"], last_path, int(state["step"])), state
     stored = stored_config(out)
     if stored is None:
         raise RunDirError(
@@ -66,7 +64,7 @@ def resume_point(config: dict, out: Path) -> tuple[dict, dict | None]:
             f"so the run would restart at step 0 and discard them; restore {last_path}, or start afresh "
             f"with --overwrite (the folder is moved aside)"
         )
-    return resume_config(config, drop_removed_keys(stored[0]), stored[1], 0), None
+    return resume_config(config, stored[0], stored[1], 0), None
 
 
 def finite_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> bool:

@@ -16,11 +16,11 @@ __all__ = ["save_samples"]
 def save_samples(model: TrainableModel, test_set: Dataset, t: dict, folder: Path, step: int) -> None:
     """One grid of ``train.n_samples`` samples per ``train.sample_temperatures`` (conditional
     models: condition | sample | target of the first test items), drawn from the global RNG."""
-    cond, targets = _sample_conditions(model, test_set, int(t["n_samples"]))
+    cond, targets = _sample_conditions(model, test_set, t["n_samples"])
     # a deterministic model (the rrdb network) gives the same grid at every temperature
     temps = t["sample_temperatures"] if model.stochastic else t["sample_temperatures"][:1]
     for temp in temps:
-        n = int(t["n_samples"]) if cond is None else cond.shape[0]
+        n = t["n_samples"] if cond is None else cond.shape[0]
         imgs = model.visualize(cond, model.sample(n, cond, temperature=float(temp)), targets)
         save_grid(imgs, folder / f"step_{step:07d}_t{temperature_label(float(temp))}.png", header=model.panel_titles)
 

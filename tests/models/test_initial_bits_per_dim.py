@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch.utils.data import default_collate
 
-from attnflow.config import apply_overrides, load_preset
+from attnflow.config import apply_overrides, load_preset, validate_config
 from attnflow.data import dataset_from_config
-from attnflow.models import build_model, complete_config
+from attnflow.models import build_model
 
 VARIANTS = {
     "none": ["model.attention=none"],
@@ -22,7 +22,7 @@ VARIANTS = {
 
 
 def _initial_bpd(preset: str, overrides: list[str], images: int) -> float:
-    config = complete_config(apply_overrides(load_preset(preset), overrides))
+    config = validate_config(apply_overrides(load_preset(preset), overrides))
     data = dataset_from_config(config["data"], "test", config["model"]["image_shape"])
     batch = default_collate([data[i] for i in range(images)])
     torch.manual_seed(0)

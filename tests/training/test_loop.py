@@ -10,8 +10,7 @@ import pytest
 import torch
 from conftest import nan_on
 
-from attnflow.config import apply_overrides, load_preset
-from attnflow.models import complete_config
+from attnflow.config import apply_overrides, load_preset, validate_config
 from attnflow.training import TrainingError, train
 from attnflow.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
@@ -144,7 +143,7 @@ def test_unknown_config_key_is_an_error():
     from attnflow.config import ConfigError
 
     with pytest.raises(ConfigError, match="unknown config key 'model.stepz'"):
-        complete_config(apply_overrides(load_preset("mnist"), ["model.stepz=2"]))
+        validate_config(apply_overrides(load_preset("mnist"), ["model.stepz=2"]))
 
 
 def test_lr_warms_up_then_halves_at_the_milestones():
@@ -202,7 +201,8 @@ def test_an_old_run_with_the_removed_pretraining_setting_still_loads_and_resumes
     assert "pretrain_conditioner_steps" in config["train"]
     summary = train(tiny(3, *extra), tmp_path / "old", resume=True, progress=False)
     assert summary["steps"] == 3 and "pretrain_conditioner_steps" not in load_checkpoint(last)["config"]["train"]
-    assert apply_overrides(load_preset("mnist"), ["train.pretrain_conditioner_steps=0"]) == load_preset("mnist")
+    dropped = validate_config(apply_overrides(load_preset("mnist"), ["train.pretrain_conditioner_steps=0"]))
+    assert dropped == validate_config(load_preset("mnist"))
     state = load_checkpoint(last)
     state["config"]["train"]["pretrain_conditioner_steps"] = 250
     save_checkpoint(state, last)
@@ -210,4 +210,4 @@ def test_an_old_run_with_the_removed_pretraining_setting_still_loads_and_resumes
     with pytest.raises(ConfigError, match=removed):
         train(tiny(4, *extra), tmp_path / "old", resume=True, progress=False)
     with pytest.raises(ConfigError, match="pretrain_conditioner_steps=5: .* removed"):
-        apply_overrides(load_preset("mnist"), ["train.pretrain_conditioner_steps=5"])
+        validate_config(apply_overrides(load_preset("mnist"), ["train.pretrain_conditioner_steps=5"]))

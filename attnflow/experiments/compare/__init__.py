@@ -29,11 +29,10 @@ from pathlib import Path
 
 import torch
 
-from ...config import ConfigError, apply_overrides
+from ...config import ConfigError, apply_overrides, validate_config
 from ...data import run_data_config
-from ...models import build_model, complete_config
+from ...models import build_model
 from ...training import TrainingError
-from ...training.checks import check_config
 from .metrics import TASK_METRICS, bicubic_metrics
 from .pool import cores, run_parallel
 from .report import data_used, rows, write_report
@@ -52,7 +51,7 @@ def _specs(config: dict, out: Path, variants: list[Variant], seeds: list[int], o
         for seed in seeds:
             cfg = apply_overrides(copy.deepcopy(config), [*overrides, f"train.seed={seed}"])
             cfg["name"] = f"{config.get('name', 'run')}-{name}"
-            cfg = check_config(complete_config(cfg))
+            cfg = validate_config(cfg)
             cfg["data"] = run_data_config(cfg["data"])
             specs.append({
                 "variant": name, "label": f"{name} seed {seed}", "config": cfg, "options": options,
@@ -115,11 +114,11 @@ def compare(
     """
     from ...evaluation import DEFAULT_TEMPERATURES
 
-    out = Path(out)
+    out, config = Path(out), validate_config(config)
     if variants is None:
         variants = cross_variants([("model.attention", list(attentions))])
     variants, baseline = _checked_variants(variants, baseline, seeds)
-    seed_list = [int(config["train"].get("seed", 0)) + i for i in range(seeds)]
+    seed_list = [config["train"]["seed"] + i for i in range(seeds)]
     options = {"sr_temperatures": [float(x) for x in (sr_temperatures or DEFAULT_TEMPERATURES)]}
     specs = _specs(config, out, variants, seed_list, options)
     with torch.random.fork_rng():  # every variant builds before anything trains
@@ -141,7 +140,7 @@ def compare(
         extra = {"bicubic": bicubic_metrics(specs[0]["config"]), "sr_temperatures": options["sr_temperatures"]}
     summary = {
         "name": config.get("name", "run"), "task": task, "baseline": baseline, "seeds": seed_list,
-        "steps": int(config["train"]["steps"]), **data_used(specs[0]["config"]), "variants": variant_rows, **extra,
+        "steps": config["train"]["steps"], **data_used(specs[0]["config"]), "variants": variant_rows, **extra,
     }
     paths = write_report(summary, config, out)
     return {**paths, "results": [{k: v for k, v in r.items() if k not in ("runs", "curve")} for r in variant_rows]}

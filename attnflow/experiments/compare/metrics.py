@@ -29,8 +29,8 @@ def _sr_metrics(model, config: dict, device, options: dict) -> dict:
 
     t = config["train"]
     result = evaluate_sr(model, _test_data(config), temperatures=options["sr_temperatures"], device=device,
-                         batch_size=int(t["eval_batch_size"]), max_batches=t.get("eval_max_batches"),
-                         seed=int(t["seed"]), bits_per_dim=False)
+                         batch_size=t["eval_batch_size"], max_batches=t.get("eval_max_batches"),
+                         seed=t["seed"], bits_per_dim=False)
     return {k: result["mean"][k] for k in SR_COLUMNS}
 
 
@@ -52,6 +52,6 @@ def bicubic_metrics(config: dict) -> dict:
     from ...evaluation.super_resolution import evaluate_bicubic
 
     t = config["train"]
-    result = evaluate_bicubic(_test_data(config), int(config["model"]["scale"]),
-                              batch_size=int(t["eval_batch_size"]), max_batches=t.get("eval_max_batches"))
+    result = evaluate_bicubic(_test_data(config), config["model"]["scale"],
+                              batch_size=t["eval_batch_size"], max_batches=t.get("eval_max_batches"))
     return {k: result[k] for k in SR_COLUMNS}

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
-from ...config import ConfigError
+from ...config import ConfigError, validate_config
 from ...training import load_model, train
 from ...training.logging import read_curve
-from ...training.rundir import flatten_config, stored_config, with_defaults, write_text_atomic
+from ...training.rundir import flatten_config, stored_config, write_text_atomic
 from .metrics import task_metrics
 
 __all__ = ["RERUN_SAFE_KEYS", "check_same_settings", "finished", "run_one"]
@@ -30,7 +30,7 @@ RERUN_SAFE_KEYS = ("train.device", "train.num_workers", "train.log_every", "trai
 def check_same_settings(spec: dict, stored: dict, where: Path) -> None:
     """A ConfigError naming every setting (but :data:`RERUN_SAFE_KEYS`) in which the ``stored``
     config of the run in ``where`` differs from the one the comparison asks for now."""
-    a, b = flatten_config(with_defaults(stored)), flatten_config(with_defaults(spec["config"]))
+    a, b = flatten_config(validate_config(stored)), flatten_config(validate_config(spec["config"]))
     changed = [f"{k}: {a.get(k, '(unset)')!r} in the run, {b.get(k, '(unset)')!r} now"
                for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and k not in RERUN_SAFE_KEYS]
     if changed:
@@ -73,7 +73,7 @@ def _final_test_bpd(model, config: dict, curve: list) -> float:
     """The test bits/dim at the last step: the run's own final evaluation, else computed the way
     the training loop computes it (a run killed during its final evaluation)."""
     t = config["train"]
-    if curve and curve[-1][0] == int(t["steps"]):
+    if curve and curve[-1][0] == t["steps"]:
         return float(curve[-1][1])
     from torch.utils.data import DataLoader
 
@@ -82,9 +82,9 @@ def _final_test_bpd(model, config: dict, curve: list) -> float:
 
     data = dataset_from_config(config["data"], config["data"].get("test_split", "test"),
                                config["model"].get("image_shape"))
-    loader = DataLoader(data, batch_size=int(t["eval_batch_size"]), shuffle=False, generator=torch.Generator())
+    loader = DataLoader(data, batch_size=t["eval_batch_size"], shuffle=False, generator=torch.Generator())
     with torch.random.fork_rng():
-        torch.manual_seed(int(t["seed"]) + 54321)
+        torch.manual_seed(t["seed"] + 54321)
         return evaluate_bpd(model, loader, t.get("eval_max_batches"))
 
 
@@ -104,7 +104,7 @@ def run_one(spec: dict, *, device: str | None = None, progress: bool = False) ->
     curve = read_curve(summary["metrics"])
     result = {
         "variant": spec["variant"],
-        "seed": int(config["train"]["seed"]),
+        "seed": config["train"]["seed"],
         "steps": int(summary["steps"]),
         "task": model.task,
         "parameters": sum(p.numel() for p in model.parameters()),
