@@ -51,7 +51,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from ..training.checks import check_device
 
     config = resolve(args)
-    device = check_device(config["train"].get("device") or "cpu", "the config's train.device (give --device)")
+    device = check_device(config["train"]["device"], "the config's train.device (give --device)")
     batch = args.batch_size or config["train"]["batch_size"]
     configs = attention_variants(config, args.attentions or ATTENTIONS, skip_refused=not args.attentions)
     label = _label(config)

@@ -37,7 +37,7 @@ def _dataset(args, config: dict, model, *, sr: bool = False):
     from ..evaluation import SR_DATASETS
 
     data_cfg = evaluation_data_config(config, args.data, args.data_dir)
-    split = args.split or config["data"].get("test_split", "test")
+    split = args.split or config["data"]["test_split"]
     if args.data_dir:
         check_data_dir(args.data_dir, data_cfg["name"])
     if sr:
@@ -46,10 +46,10 @@ def _dataset(args, config: dict, model, *, sr: bool = False):
                 f"evaluate: a super-resolution checkpoint needs a dataset of (HR, LR) pairs "
                 f"({', '.join(SR_DATASETS)}), got {data_cfg['name']!r}"
             )
-        data_cfg["options"] = {**(data_cfg.get("options") or {}), "scale": model.scale}
+        data_cfg["options"] = {**data_cfg["options"], "scale": model.scale}
         return data_cfg, split, dataset_from_config(data_cfg, split)
     return data_cfg, split, dataset_from_config(
-        data_cfg, split, config["model"].get("image_shape"), n_bins=int(getattr(model, "n_bins", 256)),
+        data_cfg, split, config["model"]["image_shape"], n_bins=config["model"]["n_bins"],
         convert=args.convert,
     )
 

@@ -166,7 +166,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
     model, config, state = load_task_model(args.checkpoint, device, "translation", "attnflow translate")
     pairs = args.pairs
     if pairs == "run":  # --pairs alone: the direction the run was trained with
-        pairs = (config["data"].get("options") or {}).get("direction", "AtoB")
+        pairs = config["data"]["options"].get("direction", "AtoB")
     torch.manual_seed(args.seed)
     warnings: list[str] = []
 

@@ -45,8 +45,8 @@ def write_attention_maps(
             f"{config['model'].get('attention')!r}); train one with --set model.attention=imap or itrans"
         )
     data_cfg = data if data is not None else config["data"]
-    split = split or config["data"].get("test_split", "test")
-    dataset = dataset_from_config(data_cfg, split, config["model"].get("image_shape"),
+    split = split or config["data"]["test_split"]
+    dataset = dataset_from_config(data_cfg, split, config["model"]["image_shape"],
                                   n_bins=int(getattr(model, "n_bins", 256)))
     n = min(int(n), len(dataset))
     if n < 1:

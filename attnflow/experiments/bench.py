@@ -196,7 +196,7 @@ def _row(s: _Subject, train_ms: list[float], sample_ms: list[float] | None, batc
     t = statistics.median(train_ms)
     row = {
         "model": s.label,
-        "attention": s.config["model"].get("attention", "none"),
+        "attention": s.config["model"]["attention"],
         "batch": batch,
         "device": str(dev),
         "compiled": compiled,

@@ -74,39 +74,20 @@ def _priors(m: dict):
         raise ConfigError(f"model.prior_geometry: {err}") from err
 
 
-@register_backbone("glow")
-def _build_glow(m: dict) -> FlowModel:
-    return build_unconditional(
-        m["image_shape"],
-        levels=m["levels"],
-        steps=m["steps"],
-        coupling=glow_coupling(m["hidden"]),
-        prior=_priors(m),
-        attention=attention_from_config(m),
-        n_bins=m["n_bins"],
-    )
+def _unconditional(coupling: Callable[[dict], Any]) -> Callable[[dict], FlowModel]:
+    """The builder of an unconditional backbone whose coupling network ``coupling(m)`` gives."""
+
+    def build(m: dict) -> FlowModel:
+        return build_unconditional(m["image_shape"], levels=m["levels"], steps=m["steps"], coupling=coupling(m),
+                                   prior=_priors(m), attention=attention_from_config(m), n_bins=m["n_bins"])
+
+    return build
 
 
-@register_backbone("marflow")
-def _build_marflow(m: dict) -> FlowModel:
-    return build_unconditional(
-        m["image_shape"],
-        levels=m["levels"],
-        steps=m["steps"],
-        coupling=mixture_coupling(
-            hidden=m["hidden"],
-            components=m["components"],
-            blocks=m["blocks"],
-            heads=m["coupling_heads"],
-            dropout=m["dropout"],
-            attention_dropout=m["attention_dropout"],
-        ),
-        prior=_priors(m),
-        attention=attention_from_config(m),
-        n_bins=m["n_bins"],
-    )
-
-
+register_backbone("glow")(_unconditional(lambda m: glow_coupling(m["hidden"])))
+register_backbone("marflow")(_unconditional(lambda m: mixture_coupling(
+    hidden=m["hidden"], components=m["components"], blocks=m["blocks"], heads=m["coupling_heads"],
+    dropout=m["dropout"], attention_dropout=m["attention_dropout"])))
 register_backbone("srflow")(build_srflow)
 register_backbone("fullglow")(build_fullglow)
 # the plain L1-trained RRDB SR network that SRFlow's encoder is pretrained as (not a flow)

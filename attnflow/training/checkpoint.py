@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..config import validate_config
 from ..models import FlowModel, build_model
 
 __all__ = [
@@ -120,9 +121,10 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def load_model(
     checkpoint: str | Path, device: str | torch.device = "cpu"
 ) -> tuple[FlowModel, dict, dict]:
-    """``(model in eval mode, config, checkpoint dict)`` from a checkpoint file."""
+    """``(model in eval mode, config, checkpoint dict)`` from a checkpoint file; the config is the
+    stored one, checked and completed (a key added since the run was stored gets its default)."""
     state = load_checkpoint(checkpoint, map_location="cpu")
-    config = state["config"]
+    config = validate_config(state["config"])
     model = build_model(config)
     load_weights(model, state["model"], checkpoint)
     model.to(device).eval()

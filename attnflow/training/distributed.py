@@ -26,7 +26,7 @@ def training_device(device: str | None, t: dict) -> torch.device:
     """The device to train on (``device``, else ``train.device``); under ``torchrun`` joins the
     process group (NCCL on CUDA, gloo on CPU) and takes the local rank's GPU."""
     world, _, local_rank = dist_info()
-    name = check_device(device or t.get("device") or "cpu", "--device" if device else "train.device")
+    name = check_device(device or t["device"], "--device" if device else "train.device")
     if world > 1:
         if not dist.is_initialized():
             dist.init_process_group("nccl" if name.startswith("cuda") else "gloo")
@@ -36,8 +36,8 @@ def training_device(device: str | None, t: dict) -> torch.device:
     dev = torch.device(name)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = bool(t.get("tf32", True))
-        torch.backends.cudnn.allow_tf32 = bool(t.get("tf32", True))
+        torch.backends.cuda.matmul.allow_tf32 = t["tf32"]
+        torch.backends.cudnn.allow_tf32 = t["tf32"]
     return dev
 
 

@@ -140,7 +140,7 @@ class Trainer:
     def _data(self, start: int) -> None:
         """The train and test sets; the loader yields the batches of steps ``start ..``."""
         t, data = self.t, self.config["data"]
-        shape = self.config["model"].get("image_shape")
+        shape = self.config["model"]["image_shape"]
         n_bins = self.config["model"]["n_bins"]
         self.test_split = data.get("test_split", "test")
         self.train_set = dataset_from_config(data, "train", shape, augment=True, n_bins=n_bins)
@@ -173,24 +173,24 @@ class Trainer:
                                      rank=self.rank, world=self.world)
             batch = next(iter(DataLoader(self.train_set, generator=torch.Generator(), batch_sampler=first)))
             model.initialize(batch)  # data-dependent init (step 0's batch), before any DDP wrap
-        if t.get("invertible_backprop"):  # after the data-dependent init
+        if t["invertible_backprop"]:  # after the data-dependent init
             model.set_invertible_backprop(True)
         net: nn.Module = model
         if self.world > 1:
             net = nn.parallel.DistributedDataParallel(
                 model, device_ids=[self.dev.index] if self.dev.type == "cuda" else None
             )
-        if t.get("compile"):
+        if t["compile"]:
             net = torch.compile(net)
         self.model, self.net = model, net
-        self.low_precision = AUTOCAST_DTYPES.get(t.get("autocast"))  # train.autocast: the conditioner networks
+        self.low_precision = AUTOCAST_DTYPES.get(t["autocast"])  # train.autocast: the conditioner networks
         self.clip = t["grad_clip"] or math.inf
 
     def _optimizer(self, state: dict | None) -> None:
         """The optimiser, schedule, freeze schedule and non-finite guard; a resumed run's states,
         RNG and counters."""
         t = self.t
-        device_guard = bool(t.get("device_guard"))
+        device_guard = t["device_guard"]
         # the device guard restores the optimiser's step counters too: on CUDA they must live there
         self.optimizer = make_optimizer(self.model, t, capturable=device_guard and self.dev.type == "cuda")
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(t))
@@ -339,7 +339,7 @@ class Trainer:
         # evaluation leaves the training RNG untouched: a run is the same whenever it evaluates
         with torch.random.fork_rng(devices=self.cuda_devices):
             torch.manual_seed(t["seed"] + 54321)
-            value = evaluate_metric(model, self.test_loader, t.get("eval_max_batches"))
+            value = evaluate_metric(model, self.test_loader, t["eval_max_batches"])
             torch.manual_seed(t["seed"] + 12345)
             model.eval()
             save_samples(model, self.test_set, t, self.out / "samples", step)
@@ -417,7 +417,7 @@ class Trainer:
             "out_dir": str(self.out),
             **{k: v for k, v in test_set.source.items() if k != "split"},
             "test_split": self.test_split,
-            "test_images": len(test_set) if not t.get("eval_max_batches") else min(
+            "test_images": len(test_set) if not t["eval_max_batches"] else min(
                 len(test_set), t["eval_max_batches"] * t["eval_batch_size"]),
             "checkpoint": str(self.last_path),
             "checkpoint_step": run.last_good_step,

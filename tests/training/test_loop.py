@@ -198,7 +198,7 @@ def test_an_old_run_with_the_removed_pretraining_setting_still_loads_and_resumes
     state["config"]["train"]["pretrain_conditioner_steps"] = 0  # as an old run stored it
     save_checkpoint(state, last)
     model, config, _ = load_model(last)  # what evaluate and sample read
-    assert "pretrain_conditioner_steps" in config["train"]
+    assert "pretrain_conditioner_steps" not in config["train"]  # dropped when the stored config is read
     summary = train(tiny(3, *extra), tmp_path / "old", resume=True, progress=False)
     assert summary["steps"] == 3 and "pretrain_conditioner_steps" not in load_checkpoint(last)["config"]["train"]
     dropped = validate_config(apply_overrides(load_preset("mnist"), ["train.pretrain_conditioner_steps=0"]))

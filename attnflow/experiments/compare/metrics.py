@@ -15,8 +15,7 @@ COLUMNS = {"super_resolution": SR_COLUMNS}
 def _test_data(config: dict):
     from ...data import dataset_from_config
 
-    return dataset_from_config(config["data"], config["data"].get("test_split", "test"),
-                               config["model"].get("image_shape"))
+    return dataset_from_config(config["data"], config["data"]["test_split"], config["model"]["image_shape"])
 
 
 def _no_metrics(model, config: dict, device, options: dict) -> dict:
@@ -29,7 +28,7 @@ def _sr_metrics(model, config: dict, device, options: dict) -> dict:
 
     t = config["train"]
     result = evaluate_sr(model, _test_data(config), temperatures=options["sr_temperatures"], device=device,
-                         batch_size=t["eval_batch_size"], max_batches=t.get("eval_max_batches"),
+                         batch_size=t["eval_batch_size"], max_batches=t["eval_max_batches"],
                          seed=t["seed"], bits_per_dim=False)
     return {k: result["mean"][k] for k in SR_COLUMNS}
 
@@ -53,5 +52,5 @@ def bicubic_metrics(config: dict) -> dict:
 
     t = config["train"]
     result = evaluate_bicubic(_test_data(config), config["model"]["scale"],
-                              batch_size=t["eval_batch_size"], max_batches=t.get("eval_max_batches"))
+                              batch_size=t["eval_batch_size"], max_batches=t["eval_max_batches"])
     return {k: result[k] for k in SR_COLUMNS}

@@ -20,7 +20,7 @@ def data_used(config: dict) -> dict:
     whether ``train.eval_max_batches`` made the test score partial."""
     data, t = config["data"], config["train"]
     return {"data": data["name"], "data_root": data.get("root"), "test_split": data.get("test_split", "test"),
-            "eval_max_batches": t.get("eval_max_batches"), "partial": bool(t.get("eval_max_batches"))}
+            "eval_max_batches": t["eval_max_batches"], "partial": bool(t["eval_max_batches"])}
 
 
 def rows(variants: list[Variant], baseline: str, seeds: list[int], results: dict) -> list[dict]:

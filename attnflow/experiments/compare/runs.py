@@ -80,12 +80,11 @@ def _final_test_bpd(model, config: dict, curve: list) -> float:
     from ...data import dataset_from_config
     from ...evaluation.likelihood import evaluate_bpd
 
-    data = dataset_from_config(config["data"], config["data"].get("test_split", "test"),
-                               config["model"].get("image_shape"))
+    data = dataset_from_config(config["data"], config["data"]["test_split"], config["model"]["image_shape"])
     loader = DataLoader(data, batch_size=t["eval_batch_size"], shuffle=False, generator=torch.Generator())
     with torch.random.fork_rng():
         torch.manual_seed(t["seed"] + 54321)
-        return evaluate_bpd(model, loader, t.get("eval_max_batches"))
+        return evaluate_bpd(model, loader, t["eval_max_batches"])
 
 
 def run_one(spec: dict, *, device: str | None = None, progress: bool = False) -> dict:
