@@ -48,7 +48,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
     from ..experiments.bench import ATTENTIONS, attention_variants, bench_variants, format_table
-    from ..training.checks import check_device
+    from ..training.distributed import check_device
 
     config = resolve(args)
     device = check_device(config["train"]["device"], "the config's train.device (give --device)")

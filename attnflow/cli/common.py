@@ -123,7 +123,7 @@ def add_seed_arg(p: argparse.ArgumentParser) -> None:
 def device(value: str) -> str:
     """argparse type: a device torch can use on this machine (``cuda`` needs CUDA)."""
     from ..config import ConfigError
-    from ..training.checks import check_device
+    from ..training.distributed import check_device
 
     try:
         return check_device(value, "")

@@ -169,6 +169,8 @@ class IntOrList(Int):
 
     def convert(self, value: Any) -> int | list[int]:
         if isinstance(value, (list, tuple)):
+            if not value:
+                raise ValueError(value)
             return [super(IntOrList, self).convert(v) for v in value]
         return super().convert(value)
 

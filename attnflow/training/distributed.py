@@ -1,5 +1,5 @@
-"""Processes under ``torchrun`` (DDP): the rank, the device of each process, and agreement on a
-step's skip decision."""
+"""Devices and processes: whether a device can be used here, the rank and device of each process
+under ``torchrun`` (DDP), and agreement on a step's skip decision."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from .checks import check_device
+from ..config import ConfigError
 
-__all__ = ["dist_info", "training_device", "all_agree"]
+__all__ = ["dist_info", "check_device", "training_device", "all_agree"]
 
 
 def dist_info() -> tuple[int, int, int]:
@@ -20,6 +20,29 @@ def dist_info() -> tuple[int, int, int]:
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
     return world, rank, local
+
+
+def check_device(name: str, what: str = "--device") -> str:
+    """``name`` if it is a device torch can use here; else a ConfigError saying what is allowed."""
+    text = str(name)
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError) as err:
+        raise ConfigError(f"{what} {text!r} is not a device; use cpu, cuda or cuda:N") from err
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{what} {text!r}: CUDA is not available on this machine; use cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"{what} {text!r}: this machine has {torch.cuda.device_count()} CUDA device(s) "
+                f"(cuda:0 ... cuda:{torch.cuda.device_count() - 1})"
+            )
+    elif dev.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ConfigError(f"{what} {text!r}: MPS is not available on this machine; use cpu")
+    elif dev.type != "cpu":
+        raise ConfigError(f"{what} {text!r}: not supported; use cpu, cuda or cuda:N")
+    return text
 
 
 def training_device(device: str | None, t: dict) -> torch.device:

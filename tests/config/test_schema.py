@@ -95,6 +95,7 @@ def test_values_are_converted_once_to_their_declared_types():
         ("model.n_bins=512", "model.n_bins must be an integer in 2..256 (the data are 8-bit images), got 512"),
         ("model.image_shape=[1, 28]", "model.image_shape must be [channels, height, width] of integers >= 1"),
         ("model.patches=[4, 0]", "model.patches must be an integer >= 1 or a list of them, got [4, 0]"),
+        ("model.patches=[]", "model.patches must be an integer >= 1 or a list of them, got []"),
         ("model.dropout=1", "model.dropout must be a number in [0, 1), got 1"),
         ("model.itrans_scale=fixed", "model.itrans_scale must be 'learned' or 'none', got 'fixed'"),
         ("model.prior=flow", "model.prior must be 'ar' or 'gaussian', got 'flow'"),
