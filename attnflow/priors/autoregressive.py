@@ -226,22 +226,6 @@ class ChannelARPrior(Prior):
         out = self.conv_out(h)
         return out[:, :1], soft_clamp(out[:, 1:], self.max_log_std)
 
-    def _step(
-        self, z_prev: Tensor, side: Tensor, state: list[tuple[Tensor, Tensor] | None]
-    ) -> tuple[Tensor, Tensor]:
-        """One time step through all layers (updates ``state`` in place) -> ``(mu_t, log_std_t)``."""
-        x = self._z_term(z_prev) + side
-        for l, layer in enumerate(self.lstm):
-            gates = layer.input_gates(x)
-            prev = state[l]
-            if prev is None:
-                h, c = _lstm_cell(gates, None)
-            else:
-                h, c = _lstm_cell(gates + layer.hidden_gates(prev[0]), prev[1])
-            state[l] = (h, c)
-            x = h
-        return self._head(x)
-
     # -------------------------------------------------------------------------------- likelihood
     def mean_log_std(
         self, z: Tensor, context: Tensor | None = None, cond: Tensor | None = None
@@ -286,26 +270,6 @@ class ChannelARPrior(Prior):
         if device.type != "cpu":
             return t_len
         return max(1, min(t_len, self.cpu_fold_numel // max(step_numel, 1)))
-
-    def _mean_log_std_time_major(
-        self, z: Tensor, context: Tensor | None = None, cond: Tensor | None = None
-    ) -> tuple[Tensor, Tensor]:
-        """Same as :meth:`mean_log_std`, computed the reference's way (per step, all layers).
-
-        Runs ``In``, both gate convolutions of every layer and ``Out`` once per step. Kept for the
-        benchmark and as a cross-check of the layer-major likelihood and of the sampling loop.
-        """
-        self._check_z(z, context, cond)
-        side = self._side_term(context, cond)
-        state: list[tuple[Tensor, Tensor] | None] = [None] * len(self.lstm)
-        z_prev = torch.zeros_like(z[:, :1])
-        mus, logs = [], []
-        for t in range(self.channels):
-            mu, ls = self._step(z_prev, side, state)
-            mus.append(mu)
-            logs.append(ls)
-            z_prev = z[:, t : t + 1]
-        return torch.cat(mus, dim=1), torch.cat(logs, dim=1)
 
     def log_prob(self, z: Tensor, context: Tensor | None = None, cond: Tensor | None = None) -> Tensor:
         """``log p(z | context, cond)`` summed over channels and positions -> ``[B]``."""
