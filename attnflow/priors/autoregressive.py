@@ -303,21 +303,17 @@ class ChannelARPrior(Prior):
         elif tuple(noise.shape) != shape:
             raise ValueError(f"{cls}: expected noise of shape {shape}, got {tuple(noise.shape)}")
         side = self._side_term(context, cond)
-        # Per step and layer one convolution of [x_t, h_{t-1}] with [W_ih, W_hh] (the sum of the
-        # two convolutions, in one call), channels-last on CPU, where oneDNN runs these
-        # convolutions faster than two NCHW ones.
-        layout = torch.channels_last if ref.device.type == "cpu" else torch.contiguous_format
-        first = [layer.weight_ih.contiguous(memory_format=layout) for layer in self.lstm]
-        joint = [torch.cat([layer.weight_ih, layer.weight_hh], dim=1).contiguous(memory_format=layout)
-                 for layer in self.lstm]
+        # per step and layer one convolution of [x_t, h_{t-1}] with [W_ih, W_hh] (the sum of the two
+        # convolutions, in one call)
+        joint = [torch.cat([layer.weight_ih, layer.weight_hh], dim=1) for layer in self.lstm]
         state: list[tuple[Tensor, Tensor] | None] = [None] * len(self.lstm)
         z_prev = torch.zeros(b, 1, h, w, dtype=ref.dtype, device=ref.device)
         out = []
         for t in range(self.channels):
-            x = (self._z_term(z_prev) + side).contiguous(memory_format=layout)
+            x = self._z_term(z_prev) + side
             for l, layer in enumerate(self.lstm):
                 prev = state[l]
-                inp, weight = (x, first[l]) if prev is None else (torch.cat([x, prev[0]], dim=1), joint[l])
+                inp, weight = (x, layer.weight_ih) if prev is None else (torch.cat([x, prev[0]], dim=1), joint[l])
                 gates = F.conv2d(inp, weight, layer.bias, padding=layer.padding, dilation=layer.dilation)
                 state[l] = x_c = _lstm_cell(gates, None if prev is None else prev[1])
                 x = x_c[0]
