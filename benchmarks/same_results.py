@@ -83,9 +83,11 @@ def main() -> int:
     args = p.parse_args()
     for preset in args.presets:  # before any checkout: an unknown name is one line, exit 2
         try:
-            load_preset(preset)
+            backbone = load_preset(preset)["model"].get("backbone")
         except ConfigError as err:
             p.error(str(err))
+        if backbone == "rrdb":
+            p.error(f"preset {preset!r}: backbone 'rrdb' is an L1-trained SR network, not a flow: it has no bits/dim")
     print("| config | batch | bits/dim float32 (base) | max rel. diff float32 | max rel. diff float64 |")
     print("|---|---|---|---|---|")
     with checkout(args.base, ROOT) as (theirs, sha), tempfile.TemporaryDirectory() as tmp:

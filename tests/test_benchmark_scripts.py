@@ -69,6 +69,12 @@ def test_same_results_compares_bits_per_dim_with_another_commit():
     assert row[1] == "2" and float(row[2]) > 0 and float(row[3]) >= 0 and float(row[4]) >= 0
 
 
+def test_same_results_refuses_a_preset_without_bits_per_dim_before_any_checkout():
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / "same_results.py"), "--presets", "sr-demo-rrdb"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 2 and "not a flow: it has no bits/dim" in proc.stderr.splitlines()[-1]
+
+
 def _device_check_lines() -> list[str]:
     """The script's logical lines (continuations joined, comments dropped)."""
     text = (BENCHMARKS / "device_check.sh").read_text().replace("\\\n", " ")
