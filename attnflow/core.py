@@ -25,6 +25,7 @@ __all__ = [
     "Inverse",
     "check_input",
     "check_cond",
+    "check_cond_shape",
     "zeros_logdet",
     "no_logdet",
     "logdet_wanted",
@@ -176,13 +177,18 @@ def check_cond(layer: nn.Module | str, cond: Tensor | None, x: Tensor, channels:
     if not isinstance(cond, Tensor) or cond.dim() != 4:
         shape = tuple(cond.shape) if isinstance(cond, Tensor) else type(cond).__name__
         raise ValueError(f"{name}: expected a 4D cond [B, {channels}, H, W], got {shape}")
-    expected = (x.shape[0], channels, x.shape[2], x.shape[3])
-    if tuple(cond.shape) != expected:
-        raise ValueError(
-            f"{name}: expected cond of shape {expected} (batch and size of the input), "
-            f"got {tuple(cond.shape)}"
-        )
+    check_cond_shape(layer, tuple(cond.shape), x, channels)
     return cond
+
+
+def check_cond_shape(layer: nn.Module | str, shape: tuple[int, ...], x: Tensor, channels: int) -> None:
+    """Refuse a conditioning ``shape`` other than ``[B, channels, H, W]`` with ``x``'s B, H and W."""
+    expected = (x.shape[0], channels, x.shape[2], x.shape[3])
+    if tuple(shape) != expected:
+        raise ValueError(
+            f"{_layer_name(layer)}: expected cond of shape {expected} (batch and size of the input), "
+            f"got {tuple(shape)}"
+        )
 
 
 def initialize_data_dependent(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..core import check_cond
+from ..core import check_cond, check_cond_shape
 from ..layers import AffineInjector, ConditionalAffineCoupling
 from ..nn import GlowNet
 from ..priors import DiagonalGaussian
@@ -31,12 +31,7 @@ def check_factored_cond(
     through as it is."""
     if not isinstance(cond, UpsampledConcat):
         return check_cond(layer, cond, x, channels)
-    expected = (x.shape[0], channels, x.shape[2], x.shape[3])
-    if tuple(cond.shape) != expected:
-        raise ValueError(
-            f"{type(layer).__name__}: expected cond of shape {expected} (batch and size of the input), "
-            f"got {tuple(cond.shape)}"
-        )
+    check_cond_shape(layer, tuple(cond.shape), x, channels)
     return cond
 
 
