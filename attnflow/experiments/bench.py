@@ -89,16 +89,18 @@ def attention_variants(config: dict, kinds: Sequence[str], *, skip_refused: bool
     out = []
     for kind in kinds:
         variant = apply_overrides(copy.deepcopy(config), [f"model.attention={kind}"])
-        if skip_refused:
-            try:
-                variant = validate_config(variant)
+        try:
+            variant = validate_config(variant)
+            if skip_refused:
                 with torch.device("meta"):
                     build_model(variant)
-            except ConfigError:
-                continue
-            except Exception:  # noqa: BLE001 - not a refusal: an operation without a meta kernel
-                pass
-        out.append(validate_config(variant))
+        except ConfigError:
+            if not skip_refused:
+                raise
+            continue
+        except Exception:  # noqa: BLE001 - not a refusal: an operation without a meta kernel
+            pass
+        out.append(variant)
     if not out:
         raise ConfigError(f"backbone {config['model']['backbone']!r} takes none of the attentions {', '.join(kinds)}")
     return out

@@ -19,7 +19,7 @@ def data_used(config: dict) -> dict:
     """What every run of the comparison was evaluated on: data set, absolute root, test split, and
     whether ``train.eval_max_batches`` made the test score partial."""
     data, t = config["data"], config["train"]
-    return {"data": data["name"], "data_root": data.get("root"), "test_split": data.get("test_split", "test"),
+    return {"data": data["name"], "data_root": data["root"], "test_split": data["test_split"],
             "eval_max_batches": t["eval_max_batches"], "partial": bool(t["eval_max_batches"])}
 
 
